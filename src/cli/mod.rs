@@ -1,0 +1,129 @@
+//! The command line: one file per subcommand; `main` only dispatches here.
+
+mod check_config;
+mod exit;
+mod mailq;
+mod sendmail;
+mod serve;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "smarthost",
+    version,
+    about = "A hardened outbound mail relay for cloud VMs"
+)]
+pub struct Cli {
+    /// Configuration file (default: /etc/smarthost/smarthost.toml when it exists, else
+    /// built-in defaults).
+    #[arg(long, global = true, env = "SMARTHOST_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log line format on standard error.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the relay: SMTP listener and spool.
+    Serve {
+        /// Listen address, overriding smtp.listen (port 0 picks a free port and logs it).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+        /// Spool database, overriding spool.path.
+        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
+        spool: Option<PathBuf>,
+    },
+    /// sendmail-compatible submission (also when invoked as `sendmail`). Takes sendmail's own
+    /// flags; `--spool PATH` may come first.
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// List the queue, like Postfix's mailq (also when invoked as `mailq`).
+    Mailq {
+        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
+        spool: Option<PathBuf>,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig {
+        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
+        spool: Option<PathBuf>,
+    },
+}
+
+/// Entry point after argv[0] dispatch: `smarthost <command>`.
+pub fn run(cli: Cli) -> ExitCode {
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    telemetry::init(cli.log_format, default_level);
+    let config_path = cli.config;
+    match cli.command {
+        Command::Serve { listen, spool } => with_config(config_path, spool, |mut config| {
+            if let Some(listen) = listen {
+                config.smtp.listen = listen;
+            }
+            serve::run(config)
+        }),
+        Command::Sendmail { args } => sendmail::main(args, config_path),
+        Command::Mailq { spool } => with_config(config_path, spool, |c| mailq::run(&c)),
+        Command::CheckConfig { spool } => check_config::run(config_path, spool),
+    }
+}
+
+/// argv[0] is `sendmail`: the whole command line is sendmail's.
+pub fn run_as_sendmail(args: Vec<OsString>) -> ExitCode {
+    telemetry::init(LogFormat::Human, "warn");
+    sendmail::main(
+        args,
+        std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from),
+    )
+}
+
+/// argv[0] is `mailq`.
+pub fn run_as_mailq() -> ExitCode {
+    telemetry::init(LogFormat::Human, "warn");
+    let config = std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from);
+    let spool = std::env::var_os("SMARTHOST_SPOOL").map(PathBuf::from);
+    with_config(config, spool, |c| mailq::run(&c))
+}
+
+/// Loads and validates the configuration (applying a `--spool` override), or explains why not.
+fn with_config(
+    path: Option<PathBuf>,
+    spool: Option<PathBuf>,
+    command: impl FnOnce(Config) -> ExitCode,
+) -> ExitCode {
+    match load_config(path, spool) {
+        Ok(config) => command(config),
+        Err(error) => {
+            eprintln!("smarthost: {error}");
+            ExitCode::from(exit::CONFIG)
+        }
+    }
+}
+
+fn load_config(
+    path: Option<PathBuf>,
+    spool: Option<PathBuf>,
+) -> Result<Config, crate::config::ConfigError> {
+    let mut config = Config::load(path.as_deref())?;
+    if let Some(spool) = spool {
+        config.spool.path = spool;
+    }
+    Ok(config)
+}

@@ -1,0 +1,177 @@
+//! The message a `sendmail` caller writes on standard input: Unix line ends turned into the
+//! CRLF the spool and SMTP use, the old "line with a single dot ends input" rule unless `-i`,
+//! recipients taken from the header with `-t`, and Bcc removed.
+
+use std::io::Read;
+
+use mail_parser::{HeaderName, MessageParser};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read the message from standard input: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("message is larger than smtp.max_message_size ({0} bytes)")]
+    TooBig(u64),
+}
+
+/// Reads the message, converting bare LF line ends to CRLF and ending it with a line end.
+/// Without `ignore_dots`, a line holding a single `.` ends the message (sendmail's classic
+/// behaviour; cron passes -i so that such a line stays in the mail).
+pub fn read(input: impl Read, ignore_dots: bool, max_size: u64) -> Result<Vec<u8>, InputError> {
+    let mut raw = Vec::new();
+    input
+        .take(max_size.saturating_mul(2) + 2)
+        .read_to_end(&mut raw)?;
+    let mut message = Vec::with_capacity(raw.len() + raw.len() / 32);
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let content = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if !ignore_dots && content == b"." {
+            break;
+        }
+        message.extend_from_slice(content);
+        message.extend_from_slice(b"\r\n");
+        if message.len() as u64 > max_size {
+            return Err(InputError::TooBig(max_size));
+        }
+    }
+    Ok(message)
+}
+
+/// `-t`: the addresses in To, Cc and Bcc, and the message with every Bcc header removed (it
+/// must not reach the recipients).
+pub fn extract_recipients(message: &[u8]) -> (Vec<String>, Vec<u8>) {
+    let Some(parsed) = MessageParser::default().parse_headers(message) else {
+        return (Vec::new(), message.to_vec());
+    };
+    let mut recipients = Vec::new();
+    let mut bcc_ranges = Vec::new();
+    for header in parsed.headers() {
+        let is_bcc = matches!(header.name, HeaderName::Bcc);
+        if !matches!(
+            header.name,
+            HeaderName::To | HeaderName::Cc | HeaderName::Bcc
+        ) {
+            continue;
+        }
+        if let Some(addresses) = header.value.as_address() {
+            recipients.extend(addresses.iter().filter_map(bare_or_address));
+        }
+        if is_bcc {
+            bcc_ranges.push(header.offset_field as usize..header.offset_end as usize);
+        }
+    }
+    let mut kept = Vec::with_capacity(message.len());
+    let mut position = 0;
+    for range in bcc_ranges {
+        kept.extend_from_slice(&message[position..range.start]);
+        position = range.end;
+    }
+    kept.extend_from_slice(&message[position..]);
+    (recipients, kept)
+}
+
+/// The address of a header mailbox. A bare word (`To: root`, as cron writes it) is parsed by
+/// mail-parser as a display name without an address: it is the local user's name.
+fn bare_or_address(addr: &mail_parser::Addr<'_>) -> Option<String> {
+    match (&addr.address, &addr.name) {
+        (Some(address), _) => Some(address.to_string()),
+        (None, Some(name)) if !name.trim().is_empty() && !name.contains(char::is_whitespace) => {
+            Some(name.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// A message without From gets one naming the envelope sender (and the `-F` full name), as
+/// Postfix's cleanup does; a message that has one is left alone.
+pub fn ensure_from(message: Vec<u8>, sender: &str, full_name: Option<&str>) -> Vec<u8> {
+    let has_from = MessageParser::default()
+        .parse_headers(&message)
+        .is_some_and(|parsed| {
+            parsed
+                .headers()
+                .iter()
+                .any(|h| matches!(h.name, HeaderName::From))
+        });
+    if has_from || sender.is_empty() {
+        return message;
+    }
+    let header = match full_name.filter(|n| !n.trim().is_empty()) {
+        Some(name) => format!(
+            "From: \"{}\" <{sender}>\r\n",
+            name.replace(['"', '\\', '\r', '\n'], "")
+        ),
+        None => format!("From: {sender}\r\n"),
+    };
+    let mut with_from = header.into_bytes();
+    with_from.extend_from_slice(&message);
+    with_from
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_str(text: &str, ignore_dots: bool) -> String {
+        String::from_utf8(read(text.as_bytes(), ignore_dots, 1 << 20).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn line_ends_become_crlf() {
+        assert_eq!(read_str("a\nb\r\nc", true), "a\r\nb\r\nc\r\n");
+        assert_eq!(read_str("", true), "");
+        assert_eq!(read_str("bare\rcr\n", true), "bare\rcr\r\n");
+    }
+
+    #[test]
+    fn single_dot_ends_input_unless_ignored() {
+        assert_eq!(read_str("a\n.\nb\n", false), "a\r\n");
+        assert_eq!(read_str("a\n.\nb\n", true), "a\r\n.\r\nb\r\n");
+        // No dot-stuffing on this interface: a leading dot is content.
+        assert_eq!(read_str("..x\n", false), "..x\r\n");
+    }
+
+    #[test]
+    fn oversize_input_is_refused() {
+        let big = "x".repeat(100) + "\n";
+        assert!(matches!(
+            read(big.as_bytes(), true, 50),
+            Err(InputError::TooBig(50))
+        ));
+    }
+
+    #[test]
+    fn t_collects_to_cc_bcc_and_removes_bcc() {
+        let message = b"From: a@b.example\r\nTo: One <one@x.example>, two@x.example\r\nBcc: hidden@x.example,\r\n  also@x.example\r\nCc: root\r\nSubject: s\r\n\r\nTo: not@header.example\r\n";
+        let (recipients, kept) = extract_recipients(message);
+        assert_eq!(
+            recipients,
+            [
+                "one@x.example",
+                "two@x.example",
+                "hidden@x.example",
+                "also@x.example",
+                "root"
+            ]
+        );
+        assert_eq!(
+            String::from_utf8(kept).unwrap(),
+            "From: a@b.example\r\nTo: One <one@x.example>, two@x.example\r\nCc: root\r\nSubject: s\r\n\r\nTo: not@header.example\r\n"
+        );
+    }
+
+    #[test]
+    fn from_is_added_only_when_missing() {
+        let added = ensure_from(
+            b"Subject: s\r\n\r\nbody\r\n".to_vec(),
+            "root@h.example",
+            Some("CronDaemon"),
+        );
+        assert!(added.starts_with(b"From: \"CronDaemon\" <root@h.example>\r\nSubject: s\r\n"));
+        let kept = ensure_from(b"From: x@y\r\n\r\n".to_vec(), "root@h.example", None);
+        assert_eq!(kept, b"From: x@y\r\n\r\n");
+    }
+}

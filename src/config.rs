@@ -1,0 +1,392 @@
+//! Configuration: `RawConfig` is what the TOML file says (unknown keys refused), `Config` is
+//! what it means once validated. Every command validates once, at start, and then works with a
+//! `Config` that cannot be invalid.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::policy::{SenderDomains, TrustedNetworks};
+
+/// Where `--config` points when it is not given, if the file exists.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/smarthost/smarthost.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hostname: Option<String>,
+    #[serde(default)]
+    smtp: RawSmtp,
+    #[serde(default)]
+    spool: RawSpool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSmtp {
+    listen: String,
+    trusted_networks: Vec<String>,
+    allowed_sender_domains: Vec<String>,
+    max_message_size: u64,
+    max_recipients: usize,
+    max_command_line: usize,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_errors: u32,
+    idle_timeout: String,
+    command_timeout: String,
+    data_timeout: String,
+    shutdown_grace: String,
+}
+
+impl Default for RawSmtp {
+    fn default() -> RawSmtp {
+        RawSmtp {
+            listen: "127.0.0.1:2525".into(),
+            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            allowed_sender_domains: Vec::new(),
+            max_message_size: 10 * 1024 * 1024,
+            max_recipients: 1000,
+            max_command_line: 1000,
+            max_connections: 200,
+            max_connections_per_ip: 50,
+            max_errors: 20,
+            idle_timeout: "5m".into(),
+            command_timeout: "5m".into(),
+            data_timeout: "3m".into(),
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSpool {
+    path: PathBuf,
+    busy_timeout: String,
+}
+
+impl Default for RawSpool {
+    fn default() -> RawSpool {
+        RawSpool {
+            path: PathBuf::from("./var/spool.db"),
+            busy_timeout: "5s".into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our own name: in the greeting, in Received headers, and the domain of local senders.
+    pub hostname: String,
+    pub smtp: SmtpConfig,
+    pub spool: SpoolConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    pub trusted_networks: TrustedNetworks,
+    pub allowed_sender_domains: SenderDomains,
+    pub limits: SessionLimits,
+    /// Concurrent connections in total; beyond it clients get `421 4.7.0`.
+    pub max_connections: usize,
+    /// Concurrent connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// How long SIGTERM waits for sessions still in DATA before exiting anyway.
+    pub shutdown_grace: Duration,
+}
+
+/// What one SMTP session may do; shared by the TCP listener and `sendmail -bs`.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_command_line: usize,
+    /// Protocol errors before the session is closed with `421` (Postfix's hard error limit).
+    pub max_errors: u32,
+    /// Waiting for a command outside a transaction (RFC 5321 4.5.3.2.7: at least 5 minutes).
+    pub idle_timeout: Duration,
+    /// Waiting for the next command inside a transaction (MAIL, RCPT: 5 minutes).
+    pub command_timeout: Duration,
+    /// Waiting for each block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
+    pub data_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub path: PathBuf,
+    /// How long a writer waits for a lock held by another process before giving up (`452`).
+    pub busy_timeout: Duration,
+}
+
+impl Config {
+    /// Loads `path`, or the default path when it exists, or the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let default = Path::new(DEFAULT_CONFIG_PATH);
+        let chosen = match path {
+            Some(path) => Some(path),
+            None if default.exists() => Some(default),
+            None => None,
+        };
+        match chosen {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Config::from_toml(&text).map_err(|error| match error {
+                    ConfigError::Parse { message, .. } => ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message,
+                    },
+                    other => other,
+                })
+            }
+            None => Config::from_raw(RawConfig::default()),
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: error.to_string(),
+        })?;
+        Config::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let hostname = match raw.hostname {
+            Some(name) => name,
+            None => system_hostname()?,
+        };
+        validate_hostname(&hostname)?;
+        Ok(Config {
+            hostname,
+            smtp: validate_smtp(raw.smtp)?,
+            spool: SpoolConfig {
+                path: raw.spool.path,
+                busy_timeout: duration("spool.busy_timeout", &raw.spool.busy_timeout)?,
+            },
+        })
+    }
+}
+
+fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
+    let listen = raw.listen.parse().map_err(|_| {
+        invalid(
+            "smtp.listen",
+            format!(
+                "'{}' is not an ADDRESS:PORT such as 127.0.0.1:2525",
+                raw.listen
+            ),
+        )
+    })?;
+    let networks = raw
+        .trusted_networks
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            parse_network(text).map_err(|m| invalid(format!("smtp.trusted_networks[{index}]"), m))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (index, domain) in raw.allowed_sender_domains.iter().enumerate() {
+        if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
+            return Err(invalid(
+                format!("smtp.allowed_sender_domains[{index}]"),
+                format!("'{domain}' is not a domain name"),
+            ));
+        }
+    }
+    let positive = |key: &str, value: usize| {
+        if value == 0 {
+            Err(invalid(key, "must be at least 1"))
+        } else {
+            Ok(value)
+        }
+    };
+    if raw.max_command_line < 512 {
+        return Err(invalid(
+            "smtp.max_command_line",
+            "must be at least 512 (RFC 5321 4.5.3.1.4)",
+        ));
+    }
+    Ok(SmtpConfig {
+        listen,
+        trusted_networks: TrustedNetworks::new(networks),
+        allowed_sender_domains: SenderDomains::new(raw.allowed_sender_domains),
+        limits: SessionLimits {
+            max_message_size: positive("smtp.max_message_size", raw.max_message_size as usize)?
+                as u64,
+            max_recipients: positive("smtp.max_recipients", raw.max_recipients)?,
+            max_command_line: raw.max_command_line,
+            max_errors: positive("smtp.max_errors", raw.max_errors as usize)? as u32,
+            idle_timeout: duration("smtp.idle_timeout", &raw.idle_timeout)?,
+            command_timeout: duration("smtp.command_timeout", &raw.command_timeout)?,
+            data_timeout: duration("smtp.data_timeout", &raw.data_timeout)?,
+        },
+        max_connections: positive("smtp.max_connections", raw.max_connections)?,
+        max_connections_per_ip: positive(
+            "smtp.max_connections_per_ip",
+            raw.max_connections_per_ip,
+        )?,
+        shutdown_grace: duration("smtp.shutdown_grace", &raw.shutdown_grace)?,
+    })
+}
+
+/// A CIDR (`10.0.0.0/16`) or a single address (`10.0.0.5`, taken as /32 or /128). Host bits
+/// set below the prefix are refused: `10.0.0.1/8` is almost always a typo for something else.
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a CIDR such as 10.0.0.0/16 or an IP address"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "'{text}' has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let value = humantime::parse_duration(text).map_err(|e| {
+        invalid(
+            key,
+            format!("'{text}' is not a duration such as 30s or 5m: {e}"),
+        )
+    })?;
+    if value.is_zero() {
+        return Err(invalid(key, "must be longer than zero"));
+    }
+    Ok(value)
+}
+
+fn system_hostname() -> Result<String, ConfigError> {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| invalid("hostname", "the system host name cannot be read; set it"))
+}
+
+fn validate_hostname(name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            "hostname",
+            format!("'{name}' is not a valid host name"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_and_trust_only_it() {
+        let config = Config::from_toml("hostname = \"relay.example.com\"").unwrap();
+        assert_eq!(config.smtp.listen.to_string(), "127.0.0.1:2525");
+        assert_eq!(config.spool.path, PathBuf::from("./var/spool.db"));
+        let nets: Vec<String> = config
+            .smtp
+            .trusted_networks
+            .networks()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(config.smtp.limits.data_timeout, Duration::from_secs(180));
+    }
+
+    #[test]
+    fn the_annotated_example_is_valid() {
+        let text = include_str!("../config/smarthost.toml");
+        Config::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[smtp]\nlisten = \"localhost\"", "smtp.listen"),
+            (
+                "[smtp]\ntrusted_networks = [\"127.0.0.1/32\", \"10.0.0.0/33\"]",
+                "smtp.trusted_networks[1]",
+            ),
+            (
+                "[smtp]\ntrusted_networks = [\"10.0.0.1/8\"]",
+                "did you mean 10.0.0.0/8",
+            ),
+            ("[smtp]\ndata_timeout = \"soon\"", "smtp.data_timeout"),
+            ("[smtp]\nmax_recipients = 0", "smtp.max_recipients"),
+            ("[smtp]\nlisten_port = 25", "unknown field `listen_port`"),
+            ("[spol]\npath = \"x\"", "unknown field `spol`"),
+            ("hostname = \"bad name\"", "hostname"),
+            (
+                "[smtp]\nallowed_sender_domains = [\"a@b\"]",
+                "smtp.allowed_sender_domains[0]",
+            ),
+        ];
+        for (text, expected) in cases {
+            let full = if text.starts_with("hostname") {
+                text.to_string()
+            } else {
+                format!("hostname = \"h.example\"\n{text}")
+            };
+            let error = Config::from_toml(&full).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text:?} gave {error:?}");
+        }
+    }
+
+    #[test]
+    fn bare_addresses_are_single_hosts() {
+        let config = Config::from_toml(
+            "hostname = \"h.example\"\n[smtp]\ntrusted_networks = [\"10.1.2.3\", \"fd00::1\"]",
+        )
+        .unwrap();
+        let nets: Vec<String> = config
+            .smtp
+            .trusted_networks
+            .networks()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.1.2.3/32", "fd00::1/128"]);
+    }
+}

@@ -1,0 +1,174 @@
+//! Drives one `Session` over any byte stream (a TCP socket, or stdin/stdout for
+//! `sendmail -bs`): reads with the session's timeout, writes replies (batched, so pipelined
+//! commands get their replies in one write), and hands finished messages to the spool.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::reply::{self, Reply};
+use super::session::{AcceptedMessage, Peer, Session, SessionPolicy, Step};
+use crate::received;
+use crate::spool::{NewMessage, NewRecipient, QueueId, Spool, SpoolError, now_ms};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What every connection needs besides its stream.
+#[derive(Clone)]
+pub struct Intake {
+    pub policy: Arc<SessionPolicy>,
+    pub spool: Spool,
+}
+
+/// Runs the session until QUIT, a closing error, a timeout, shutdown, or the client leaving.
+/// `shutdown` turning true makes an idle session answer `421 4.3.2`; a session in DATA is left
+/// to finish its message first.
+pub async fn run<S>(stream: S, peer: Peer, intake: Intake, mut shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut session = Session::new(intake.policy.clone(), peer);
+    let mut input = Vec::with_capacity(4096);
+    let mut output = Vec::with_capacity(1024);
+    session.greeting().write_to(&mut output);
+    loop {
+        match session.step(&mut input) {
+            Step::Reply(reply) => reply.write_to(&mut output),
+            Step::Message(message) => {
+                let outcome = commit(&intake, &session, message).await;
+                session.queued(&outcome).write_to(&mut output);
+            }
+            Step::Close(reply) => {
+                reply.write_to(&mut output);
+                let _ = writer.write_all(&output).await;
+                break;
+            }
+            Step::NeedInput => {
+                if writer.write_all(&output).await.is_err() || writer.flush().await.is_err() {
+                    break;
+                }
+                output.clear();
+                match read_more(&mut reader, &mut input, &session, &mut shutdown).await {
+                    ReadResult::Data => {}
+                    ReadResult::Closed => break,
+                    ReadResult::Stop(reply) => {
+                        tracing::info!(peer = ?session.peer(), reply = %reply.text, "closing session");
+                        reply.write_to(&mut output);
+                        let _ = writer.write_all(&output).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+enum ReadResult {
+    Data,
+    Closed,
+    Stop(Reply),
+}
+
+async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    input: &mut Vec<u8>,
+    session: &Session,
+    shutdown: &mut watch::Receiver<bool>,
+) -> ReadResult {
+    let in_data = session.in_data();
+    if !in_data && *shutdown.borrow() {
+        return ReadResult::Stop(reply::SHUTTING_DOWN);
+    }
+    let start = input.len();
+    input.resize(start + READ_CHUNK, 0);
+    let read = tokio::time::timeout(session.timeout(), async {
+        tokio::select! {
+            result = reader.read(&mut input[start..]) => Some(result),
+            // Only sessions between messages are interrupted; DATA runs to its end.
+            _ = shutdown.wait_for(|stop| *stop), if !in_data => None,
+        }
+    })
+    .await;
+    let result = match read {
+        Err(_elapsed) => ReadResult::Stop(reply::TIMEOUT),
+        Ok(None) => ReadResult::Stop(reply::SHUTTING_DOWN),
+        Ok(Some(Ok(0)) | Some(Err(_))) => ReadResult::Closed,
+        Ok(Some(Ok(n))) => {
+            input.truncate(start + n);
+            return ReadResult::Data;
+        }
+    };
+    input.truncate(start);
+    result
+}
+
+/// Builds the spooled form of a message (Received header first) and commits it.
+async fn commit(
+    intake: &Intake,
+    session: &Session,
+    message: AcceptedMessage,
+) -> Result<QueueId, SpoolError> {
+    let id = QueueId::generate();
+    let policy = &intake.policy;
+    let (client_addr, submitter, received) = match session.peer() {
+        Peer::Tcp(ip) => {
+            let protocol = match (message.esmtp, message.smtputf8) {
+                (_, true) => "UTF8SMTP",
+                (true, false) => "ESMTP",
+                (false, false) => "SMTP",
+            };
+            let single = match message.recipients.as_slice() {
+                [only] => Some(only.to_string()),
+                _ => None,
+            };
+            let header = received::smtp_header(
+                message.helo.as_deref(),
+                &format!("[{ip}]"),
+                &policy.hostname,
+                protocol,
+                &id,
+                single.as_deref(),
+            );
+            (Some(ip.to_string()), None, header)
+        }
+        Peer::Local { user, uid } => (
+            None,
+            Some(user.clone()),
+            received::local_header(&policy.hostname, *uid, &id),
+        ),
+    };
+    let mut body = received;
+    body.extend_from_slice(&message.body);
+    let sender = message.sender.as_spooled();
+    let new = NewMessage {
+        id: id.clone(),
+        received_at_ms: now_ms(),
+        original_sender: sender.clone(),
+        sender,
+        recipients: message
+            .recipients
+            .iter()
+            .map(|r| NewRecipient {
+                address: r.to_string(),
+                original_address: r.to_string(),
+            })
+            .collect(),
+        helo: message.helo,
+        client_addr,
+        submitter,
+        protocol: if message.esmtp { "ESMTP" } else { "SMTP" },
+        body_type: message.body_type,
+        smtputf8: message.smtputf8,
+        body,
+    };
+    match intake.spool.enqueue(new).await {
+        Ok(()) => Ok(id),
+        Err(error) => {
+            tracing::error!(peer = ?session.peer(), %error, "message not queued; client told 452 4.3.1");
+            Err(error)
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The SMTP session as a pure state machine: bytes in, steps out (a reply to send, a message to
+//! commit, a request for more input). No sockets and no clock here; the connection driver
+//! does the I/O, so every protocol rule is testable from a transcript.
+//!
+//! The session's mode is the parser for what comes next (commands, message data, or the rest
+//! of an over-long line to discard).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::command::{self, Command, MailParams};
+use super::data::{DataOutcome, DataReceiver};
+use super::reply::{self, Reply};
+use crate::config::SessionLimits;
+use crate::envelope::{self, Address, AddressError, ReversePath};
+use crate::policy::{RelayDecision, SenderDomains, TrustedNetworks, routing_trick};
+use crate::spool::{BodyType, QueueId, SpoolError};
+
+/// Everything sessions share: who we are, what they may do, whom we relay for.
+#[derive(Debug)]
+pub struct SessionPolicy {
+    pub hostname: String,
+    pub limits: SessionLimits,
+    pub trusted_networks: TrustedNetworks,
+    pub sender_domains: SenderDomains,
+}
+
+impl SessionPolicy {
+    pub fn from_config(config: &crate::config::Config) -> SessionPolicy {
+        SessionPolicy {
+            hostname: config.hostname.clone(),
+            limits: config.smtp.limits.clone(),
+            trusted_networks: config.smtp.trusted_networks.clone(),
+            sender_domains: config.smtp.allowed_sender_domains.clone(),
+        }
+    }
+}
+
+/// Who is on the other end.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    Tcp(IpAddr),
+    /// `sendmail -bs`: a local user on standard input.
+    Local {
+        user: String,
+        uid: u32,
+    },
+}
+
+impl Peer {
+    fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp(ip) => Some(*ip),
+            Peer::Local { .. } => None,
+        }
+    }
+}
+
+/// What the session wants done next.
+#[derive(Debug)]
+pub enum Step {
+    Reply(Reply),
+    /// A complete message: commit it, then call `Session::queued` for the reply.
+    Message(AcceptedMessage),
+    /// Every complete line has been handled: flush replies and read more.
+    NeedInput,
+    /// Send this reply and close the connection.
+    Close(Reply),
+}
+
+/// A message the client finished sending, with its envelope as received.
+#[derive(Debug)]
+pub struct AcceptedMessage {
+    pub sender: ReversePath,
+    pub recipients: Vec<Address>,
+    pub body: Vec<u8>,
+    pub body_type: BodyType,
+    pub smtputf8: bool,
+    pub helo: Option<String>,
+    pub esmtp: bool,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Command,
+    Data(DataReceiver),
+    /// The rest of an over-long command line is discarded up to its line feed.
+    SkipLine,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    sender: ReversePath,
+    params: MailParams,
+    recipients: Vec<Address>,
+}
+
+pub struct Session {
+    policy: Arc<SessionPolicy>,
+    peer: Peer,
+    relay: RelayDecision,
+    helo: Option<String>,
+    esmtp: bool,
+    transaction: Option<Transaction>,
+    mode: Mode,
+    errors: u32,
+}
+
+impl Session {
+    pub fn new(policy: Arc<SessionPolicy>, peer: Peer) -> Session {
+        let relay = policy.trusted_networks.decide(peer.ip());
+        Session {
+            policy,
+            peer,
+            relay,
+            helo: None,
+            esmtp: false,
+            transaction: None,
+            mode: Mode::Command,
+            errors: 0,
+        }
+    }
+
+    pub fn greeting(&self) -> Reply {
+        Reply::new(220, format!("{} ESMTP smarthost", self.policy.hostname))
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    pub fn in_data(&self) -> bool {
+        matches!(self.mode, Mode::Data(_))
+    }
+
+    /// How long to wait for the client's next bytes in the current mode.
+    pub fn timeout(&self) -> Duration {
+        let limits = &self.policy.limits;
+        match (&self.mode, &self.transaction) {
+            (Mode::Data(_), _) => limits.data_timeout,
+            (_, Some(_)) => limits.command_timeout,
+            (_, None) => limits.idle_timeout,
+        }
+    }
+
+    /// Handles the next complete unit of `input` (a command line, or message data) and removes
+    /// what it consumed.
+    pub fn step(&mut self, input: &mut Vec<u8>) -> Step {
+        loop {
+            match &mut self.mode {
+                Mode::SkipLine => match input.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        input.drain(..=end);
+                        self.mode = Mode::Command;
+                    }
+                    None => {
+                        input.clear();
+                        return Step::NeedInput;
+                    }
+                },
+                Mode::Data(receiver) => {
+                    return match receiver.feed(input) {
+                        Some(used) => {
+                            input.drain(..used);
+                            self.end_of_data()
+                        }
+                        None => {
+                            input.clear();
+                            Step::NeedInput
+                        }
+                    };
+                }
+                Mode::Command => return self.command_step(input),
+            }
+        }
+    }
+
+    /// The reply for a message handed out by `Step::Message`, once the spool has answered.
+    pub fn queued(&mut self, outcome: &Result<QueueId, SpoolError>) -> Reply {
+        match outcome {
+            Ok(id) => Reply::new(250, format!("2.0.0 Ok: queued as {id}")),
+            Err(_) => reply::STORAGE_FAILURE,
+        }
+    }
+
+    fn command_step(&mut self, input: &mut Vec<u8>) -> Step {
+        let max = self.policy.limits.max_command_line;
+        let Some(end) = input.iter().position(|&b| b == b'\n') else {
+            if input.len() > max {
+                input.clear();
+                self.mode = Mode::SkipLine;
+                return self.error(reply::LINE_TOO_LONG);
+            }
+            return Step::NeedInput;
+        };
+        let line: Vec<u8> = input.drain(..=end).collect();
+        if line.len() > max {
+            return self.error(reply::LINE_TOO_LONG);
+        }
+        if line.contains(&0) {
+            return self.error(reply::NUL_IN_COMMAND);
+        }
+        match command::parse(&line) {
+            Ok(command) => self.execute(command),
+            Err(reply) => self.error(reply),
+        }
+    }
+
+    fn execute(&mut self, command: Command) -> Step {
+        match command {
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Helo(name) => self.hello(name, false),
+            Command::Mail { path, params } => self.mail(&path, params),
+            Command::Rcpt { path } => self.rcpt(&path),
+            Command::Data => self.data(),
+            Command::Rset => {
+                self.transaction = None;
+                Step::Reply(reply::OK)
+            }
+            Command::Noop => Step::Reply(reply::OK),
+            Command::Vrfy => Step::Reply(reply::CANNOT_VRFY),
+            Command::Help => Step::Reply(reply::HELP),
+            Command::Quit => Step::Close(reply::BYE),
+            Command::NotImplemented => self.error(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    /// EHLO/HELO, which also abort any transaction (RFC 5321 4.1.4).
+    fn hello(&mut self, name: String, esmtp: bool) -> Step {
+        self.transaction = None;
+        self.helo = Some(name);
+        self.esmtp = esmtp;
+        let hostname = &self.policy.hostname;
+        if !esmtp {
+            return Step::Reply(Reply::new(250, hostname.clone()));
+        }
+        Step::Reply(Reply::new(
+            250,
+            format!(
+                "{hostname}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8",
+                self.policy.limits.max_message_size
+            ),
+        ))
+    }
+
+    fn mail(&mut self, path: &str, params: MailParams) -> Step {
+        if self.helo.is_none() {
+            return self.error(reply::NEED_HELO);
+        }
+        if self.transaction.is_some() {
+            return self.error(reply::NESTED_MAIL);
+        }
+        if params
+            .size
+            .is_some_and(|size| size > self.policy.limits.max_message_size)
+        {
+            return self.error(reply::MESSAGE_TOO_BIG);
+        }
+        let sender = match envelope::parse_reverse_path(path, params.smtputf8) {
+            Ok(sender) => sender,
+            Err(error) => return self.error(address_refusal(&error, "5.1.7", "sender")),
+        };
+        if let ReversePath::Mailbox(address) = &sender
+            && let Some(trick) = routing_trick(address)
+        {
+            return self.error(Reply::new(
+                553,
+                format!("5.1.7 <{address}>: {}", trick.describe()),
+            ));
+        }
+        if !self.policy.sender_domains.allows(&sender) {
+            tracing::info!(peer = ?self.peer, %sender, "sender refused: domain not in allowed_sender_domains");
+            return self.error(Reply::new(
+                553,
+                format!("5.7.1 {sender}: Sender address rejected: domain not allowed to send through this relay"),
+            ));
+        }
+        self.transaction = Some(Transaction {
+            sender,
+            params,
+            recipients: Vec::new(),
+        });
+        Step::Reply(reply::SENDER_OK)
+    }
+
+    fn rcpt(&mut self, path: &str) -> Step {
+        let Some(transaction) = &self.transaction else {
+            return self.error(reply::NEED_MAIL);
+        };
+        let smtputf8 = transaction.params.smtputf8;
+        let count = transaction.recipients.len();
+        let recipient = match envelope::parse_forward_path(path, smtputf8) {
+            Ok(recipient) => recipient,
+            Err(error) => return self.error(address_refusal(&error, "5.1.3", "recipient")),
+        };
+        if let Some(trick) = routing_trick(&recipient) {
+            return self.error(Reply::new(
+                553,
+                format!("5.1.3 <{recipient}>: {}", trick.describe()),
+            ));
+        }
+        if self.relay == RelayDecision::Deny {
+            tracing::warn!(peer = ?self.peer, %recipient, "relay access denied");
+            return self.error(reply::RELAY_DENIED);
+        }
+        if count >= self.policy.limits.max_recipients {
+            return Step::Reply(reply::TOO_MANY_RECIPIENTS);
+        }
+        if let Some(transaction) = &mut self.transaction {
+            transaction.recipients.push(recipient);
+        }
+        Step::Reply(reply::RECIPIENT_OK)
+    }
+
+    fn data(&mut self) -> Step {
+        match &self.transaction {
+            None => self.error(reply::NEED_MAIL),
+            Some(t) if t.recipients.is_empty() => self.error(reply::NO_VALID_RECIPIENTS),
+            Some(_) => {
+                self.mode = Mode::Data(DataReceiver::new(self.policy.limits.max_message_size));
+                Step::Reply(reply::START_DATA)
+            }
+        }
+    }
+
+    /// The transaction ends here whatever the outcome (RFC 5321 4.1.1.4).
+    fn end_of_data(&mut self) -> Step {
+        let Mode::Data(receiver) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            unreachable!("end_of_data is only reached from data mode");
+        };
+        let Some(transaction) = self.transaction.take() else {
+            unreachable!("data mode is only entered with a transaction");
+        };
+        match receiver.finish() {
+            DataOutcome::TooBig => self.error(reply::MESSAGE_TOO_BIG),
+            DataOutcome::ContainsNul => self.error(reply::NUL_IN_MESSAGE),
+            DataOutcome::Complete {
+                body,
+                bare_line_feeds,
+            } => {
+                if bare_line_feeds > 0 {
+                    tracing::info!(peer = ?self.peer, bare_line_feeds, "bare LF in message normalised to CRLF");
+                }
+                Step::Message(AcceptedMessage {
+                    sender: transaction.sender,
+                    recipients: transaction.recipients,
+                    body,
+                    body_type: if transaction.params.eight_bit {
+                        BodyType::EightBitMime
+                    } else {
+                        BodyType::SevenBit
+                    },
+                    smtputf8: transaction.params.smtputf8,
+                    helo: self.helo.clone(),
+                    esmtp: self.esmtp,
+                })
+            }
+        }
+    }
+
+    /// An error reply that counts towards `max_errors`; past it the session is closed.
+    fn error(&mut self, reply: Reply) -> Step {
+        self.errors += 1;
+        if self.errors > self.policy.limits.max_errors {
+            tracing::warn!(peer = ?self.peer, errors = self.errors, "too many errors; closing session");
+            return Step::Close(reply::TOO_MANY_ERRORS);
+        }
+        Step::Reply(reply)
+    }
+}
+
+fn address_refusal(error: &AddressError, enhanced: &str, role: &str) -> Reply {
+    let code = match error {
+        AddressError::Syntax => 501,
+        _ => 553,
+    };
+    let enhanced = if matches!(error, AddressError::NeedsSmtpUtf8) {
+        "5.6.7"
+    } else {
+        enhanced
+    };
+    Reply::new(
+        code,
+        format!("{enhanced} Error: bad {role} address: {error}"),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,279 @@
+//! Session transcripts: what a client sends, what it must hear back.
+
+use super::*;
+use crate::config::Config;
+
+fn policy(trusted: &[&str], senders: &[&str]) -> Arc<SessionPolicy> {
+    policy_with_errors(trusted, senders, 50)
+}
+
+fn policy_with_errors(trusted: &[&str], senders: &[&str], max_errors: u32) -> Arc<SessionPolicy> {
+    let mut limits = Config::from_toml("hostname = \"relay.test\"")
+        .unwrap()
+        .smtp
+        .limits;
+    limits.max_recipients = 3;
+    limits.max_message_size = 100;
+    limits.max_errors = max_errors;
+    Arc::new(SessionPolicy {
+        hostname: "relay.test".into(),
+        limits,
+        trusted_networks: TrustedNetworks::new(
+            trusted.iter().map(|n| n.parse().unwrap()).collect(),
+        ),
+        sender_domains: SenderDomains::new(senders.iter().map(|s| s.to_string()).collect()),
+    })
+}
+
+struct Client {
+    session: Session,
+    messages: Vec<AcceptedMessage>,
+    closed: bool,
+}
+
+impl Client {
+    fn new(ip: &str) -> Client {
+        Client::with(policy(&["127.0.0.0/8"], &[]), ip)
+    }
+
+    fn with(policy: Arc<SessionPolicy>, ip: &str) -> Client {
+        Client {
+            session: Session::new(policy, Peer::Tcp(ip.parse().unwrap())),
+            messages: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Sends raw bytes and returns every reply line they produce, joined by newlines.
+    fn send(&mut self, bytes: &str) -> String {
+        let mut input = bytes.as_bytes().to_vec();
+        let mut out = Vec::new();
+        loop {
+            match self.session.step(&mut input) {
+                Step::Reply(reply) => reply.write_to(&mut out),
+                Step::Message(message) => {
+                    self.messages.push(message);
+                    let id = QueueId::generate();
+                    self.session.queued(&Ok(id)).write_to(&mut out);
+                }
+                Step::NeedInput => break,
+                Step::Close(reply) => {
+                    reply.write_to(&mut out);
+                    self.closed = true;
+                    break;
+                }
+            }
+        }
+        String::from_utf8(out)
+            .unwrap()
+            .trim_end()
+            .replace("\r\n", "\n")
+    }
+
+    /// Asserts that `line` is answered with a reply starting with `expected`.
+    fn expect(&mut self, line: &str, expected: &str) {
+        let answer = self.send(&format!("{line}\r\n"));
+        assert!(
+            answer.starts_with(expected),
+            "{line:?}: expected {expected:?}, got {answer:?}"
+        );
+    }
+}
+
+#[test]
+fn a_whole_transaction() {
+    let mut c = Client::new("127.0.0.1");
+    let ehlo = c.send("EHLO client.test\r\n");
+    for capability in [
+        "PIPELINING",
+        "SIZE 100",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+    ] {
+        assert!(ehlo.contains(capability), "{ehlo}");
+    }
+    c.expect("MAIL FROM:<app@example.com> BODY=8BITMIME", "250 2.1.0");
+    c.expect("RCPT TO:<ops@example.com>", "250 2.1.5");
+    c.expect("RCPT TO:<root>", "250 2.1.5");
+    c.expect("DATA", "354 ");
+    c.expect("Subject: hi\r\n\r\n..dot\r\n.", "250 2.0.0 Ok: queued as ");
+    let message = &c.messages[0];
+    assert_eq!(message.sender.as_spooled(), "app@example.com");
+    let recipients: Vec<String> = message.recipients.iter().map(|r| r.to_string()).collect();
+    assert_eq!(recipients, ["ops@example.com", "root"]);
+    assert_eq!(message.body, b"Subject: hi\r\n\r\n.dot\r\n");
+    assert_eq!(message.body_type, BodyType::EightBitMime);
+    assert_eq!(message.helo.as_deref(), Some("client.test"));
+    c.expect("QUIT", "221 2.0.0");
+    assert!(c.closed);
+}
+
+#[test]
+fn order_of_commands_is_enforced() {
+    let mut c = Client::new("127.0.0.1");
+    c.expect("MAIL FROM:<a@b.example>", "503 5.5.1");
+    c.expect("HELO x", "250 relay.test");
+    c.expect("RCPT TO:<a@b.example>", "503 5.5.1");
+    c.expect("DATA", "503 5.5.1");
+    c.expect("MAIL FROM:<>", "250 2.1.0");
+    c.expect("MAIL FROM:<>", "503 5.5.1");
+    c.expect("DATA", "554 5.5.1");
+    c.expect("RSET", "250 2.0.0");
+    c.expect("RCPT TO:<a@b.example>", "503 5.5.1");
+    c.expect("NOOP", "250 2.0.0");
+    c.expect("VRFY root", "252 ");
+    c.expect("HELP", "214-");
+    c.expect("STARTTLS", "502 5.5.1");
+    c.expect("BOGUS", "500 5.5.2");
+}
+
+#[test]
+fn untrusted_client_is_refused_at_rcpt() {
+    let mut c = Client::with(policy(&["127.0.0.1/32"], &[]), "127.0.0.2");
+    c.expect("EHLO spammer", "250-relay.test");
+    c.expect("MAIL FROM:<a@b.example>", "250 2.1.0");
+    c.expect(
+        "RCPT TO:<victim@example.net>",
+        "554 5.7.1 Relay access denied",
+    );
+    c.expect("DATA", "554 5.5.1");
+    assert!(c.messages.is_empty());
+}
+
+#[test]
+fn address_tricks_are_refused() {
+    let mut c = Client::new("127.0.0.1");
+    c.expect("EHLO x", "250-");
+    c.expect("MAIL FROM:<@evil.example:a@b.example>", "553 5.1.7");
+    c.expect("MAIL FROM:<a%evil@b.example>", "553 5.1.7");
+    c.expect("MAIL FROM:<a@b.example>", "250 2.1.0");
+    for (path, code) in [
+        ("@a,@b:u@c.example", "553 5.1.3"),
+        ("u%other.example@relay.example", "553 5.1.3"),
+        ("other!u@relay.example", "553 5.1.3"),
+        ("\"u@other.example\"@relay.example", "553 5.1.3"),
+        ("u@other@relay.example", "553 5.1.3"),
+        ("u@", "501 5.1.3"),
+        ("jörg@example.de", "553 5.6.7"),
+    ] {
+        c.expect(&format!("RCPT TO:<{path}>"), code);
+    }
+}
+
+#[test]
+fn smtputf8_allows_utf8_addresses() {
+    let mut c = Client::new("127.0.0.1");
+    c.expect("EHLO x", "250-");
+    c.expect("MAIL FROM:<jörg@bücher.example> SMTPUTF8", "250 2.1.0");
+    c.expect("RCPT TO:<ops@bücher.example>", "250 2.1.5");
+}
+
+#[test]
+fn sender_domains_are_checked_at_mail_from() {
+    let mut c = Client::with(policy(&["127.0.0.0/8"], &["example.com"]), "127.0.0.1");
+    c.expect("EHLO x", "250-");
+    c.expect("MAIL FROM:<root@ip-10-0-0-1.ec2.internal>", "553 5.7.1");
+    c.expect("MAIL FROM:<cron@example.com>", "250 2.1.0");
+}
+
+#[test]
+fn size_limits() {
+    let mut c = Client::new("127.0.0.1");
+    c.expect("EHLO x", "250-");
+    c.expect("MAIL FROM:<a@b.example> SIZE=101", "552 5.3.4");
+    c.expect("MAIL FROM:<a@b.example> SIZE=50", "250 2.1.0");
+    c.expect("RCPT TO:<c@d.example>", "250 2.1.5");
+    c.expect("DATA", "354");
+    let big = "x".repeat(200);
+    c.expect(&format!("{big}\r\n."), "552 5.3.4");
+    assert!(c.messages.is_empty());
+    // The session goes on.
+    c.expect("MAIL FROM:<a@b.example>", "250 2.1.0");
+}
+
+#[test]
+fn too_many_recipients_get_452() {
+    let mut c = Client::new("127.0.0.1");
+    c.expect("EHLO x", "250-");
+    c.expect("MAIL FROM:<a@b.example>", "250");
+    for n in 0..3 {
+        c.expect(&format!("RCPT TO:<r{n}@d.example>"), "250 2.1.5");
+    }
+    c.expect("RCPT TO:<r4@d.example>", "452 4.5.3");
+}
+
+#[test]
+fn over_long_line_is_refused_and_discarded() {
+    let mut c = Client::new("127.0.0.1");
+    c.expect("EHLO x", "250-");
+    // Arrives in pieces: the refusal comes once the limit is passed, the rest is skipped.
+    let answer = c.send(&format!("NOOP {}", "a".repeat(1500)));
+    assert!(answer.starts_with("500 5.5.2"), "{answer}");
+    assert_eq!(c.send(&"b".repeat(3000)), "");
+    assert_eq!(c.send("\r\nNOOP\r\n"), "250 2.0.0 Ok");
+}
+
+#[test]
+fn pipelined_commands_get_replies_in_order() {
+    let mut c = Client::new("127.0.0.1");
+    let answer = c.send(
+        "EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e%g@f.example>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
+    );
+    let codes: Vec<&str> = answer
+        .lines()
+        .map(|l| &l[..4])
+        .filter(|c| !c.ends_with('-'))
+        .collect();
+    assert_eq!(
+        codes,
+        ["250 ", "250 ", "250 ", "553 ", "354 ", "250 ", "221 "]
+    );
+    assert_eq!(c.messages.len(), 1);
+}
+
+#[test]
+fn nul_is_refused_in_commands_and_messages() {
+    let mut c = Client::new("127.0.0.1");
+    c.expect("EHLO x", "250-");
+    c.expect("NOOP \0", "500 5.5.2");
+    c.expect("MAIL FROM:<a@b.example>", "250");
+    c.expect("RCPT TO:<c@d.example>", "250");
+    c.expect("DATA", "354");
+    c.expect("a\0b\r\n.", "554 5.6.0");
+    assert!(c.messages.is_empty());
+}
+
+#[test]
+fn too_many_errors_close_the_session() {
+    let mut c = Client::with(policy_with_errors(&["127.0.0.0/8"], &[], 5), "127.0.0.1");
+    for _ in 0..5 {
+        c.expect("BOGUS", "500");
+    }
+    c.expect("BOGUS", "421 4.7.0");
+    assert!(c.closed);
+}
+
+#[test]
+fn timeouts_follow_the_mode() {
+    let mut c = Client::new("127.0.0.1");
+    let limits = c.session.policy.limits.clone();
+    assert_eq!(c.session.timeout(), limits.idle_timeout);
+    c.expect("EHLO x", "250-");
+    c.expect("MAIL FROM:<a@b.example>", "250");
+    assert_eq!(c.session.timeout(), limits.command_timeout);
+    c.expect("RCPT TO:<c@d.example>", "250");
+    c.expect("DATA", "354");
+    assert_eq!(c.session.timeout(), limits.data_timeout);
+    assert!(c.session.in_data());
+}
+
+#[test]
+fn storage_failure_is_a_temporary_error() {
+    let mut c = Client::new("127.0.0.1");
+    let reply = c
+        .session
+        .queued(&Err(SpoolError::Write("disk full".into())));
+    assert_eq!(reply, reply::STORAGE_FAILURE);
+    assert!(reply.text.starts_with("4.3.1"));
+}

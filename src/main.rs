@@ -1,0 +1,23 @@
+//! Thin entry point: pick the personality from argv[0] (`sendmail`, `mailq`, or `smarthost`),
+//! then hand over to the CLI.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let program = args
+        .first()
+        .and_then(|arg0| Path::new(arg0).file_name())
+        .and_then(|name| name.to_str())
+        .unwrap_or("smarthost")
+        .to_string();
+    match program.as_str() {
+        "sendmail" => smarthost::cli::run_as_sendmail(args.split_off(1)),
+        "mailq" => smarthost::cli::run_as_mailq(),
+        _ => smarthost::cli::run(smarthost::cli::Cli::parse_from(args)),
+    }
+}

@@ -1,0 +1,94 @@
+//! The spool: the SQLite database that holds every accepted message until it is delivered or
+//! bounced. Writes go through one writer task that commits many sessions' messages in one
+//! transaction (group commit), so "250 means durable" costs one fsync per batch, not per
+//! message.
+
+mod open;
+mod queries;
+mod queue_id;
+mod writer;
+
+pub use open::{OpenMode, open_connection};
+pub use queries::{QueueEntry, RecipientEntry, list_queue};
+pub use queue_id::QueueId;
+pub use writer::{Spool, WriterStats};
+
+/// Declared body type (RFC 6152): how the upstream must be told to expect the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyType {
+    SevenBit,
+    EightBitMime,
+}
+
+impl BodyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyType::SevenBit => "7BIT",
+            BodyType::EightBitMime => "8BITMIME",
+        }
+    }
+}
+
+/// A message ready to be committed, with its envelope as it will be sent and as it arrived.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: QueueId,
+    pub received_at_ms: i64,
+    /// '' is the null sender.
+    pub sender: String,
+    pub original_sender: String,
+    pub recipients: Vec<NewRecipient>,
+    pub helo: Option<String>,
+    pub client_addr: Option<String>,
+    pub submitter: Option<String>,
+    pub protocol: &'static str,
+    pub body_type: BodyType,
+    pub smtputf8: bool,
+    /// The whole message as it will be sent: our Received header, then the client's bytes.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRecipient {
+    pub address: String,
+    pub original_address: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot open spool {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("cannot migrate spool {path}: {reason}")]
+    Migrate { path: String, reason: String },
+    #[error(
+        "spool {path} has schema version {found}, newer than this smarthost knows ({known}); use a newer smarthost"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "spool {path} has an older schema ({found} < {known}); run `smarthost serve` once to upgrade it"
+    )]
+    OlderSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    /// A write failed (disk full, database locked past busy_timeout, I/O error). Nothing of
+    /// the failed batch was committed.
+    #[error("spool write failed: {0}")]
+    Write(String),
+    #[error("spool query failed: {0}")]
+    Read(String),
+    #[error("spool writer has stopped")]
+    Closed,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,28 @@
+//! Logging: human-readable lines by default, JSON lines with `--log-format json`; always on
+//! standard error, because `sendmail -bs` speaks SMTP on standard output. `RUST_LOG` overrides
+//! the level.
+
+use clap::ValueEnum;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// `default_level` is what a command logs without RUST_LOG: `info` for the daemon, `warn`
+/// for commands whose callers (cron) treat any output as something to mail.
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // A second init (tests) keeps the first subscriber.
+    drop(result);
+}
