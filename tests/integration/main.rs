@@ -1,0 +1,9 @@
+//! One integration binary (link once): the real `smarthost` binary, real clients, real sockets
+//! on loopback, ports chosen by the OS.
+
+mod cli;
+mod durability;
+mod relay_policy;
+mod sendmail;
+mod smtp_intake;
+mod support;

@@ -1,0 +1,442 @@
+//! Helpers for the integration tests: run the real binary in a temporary directory, talk to it
+//! with real clients (Python's smtplib, swaks) or raw bytes, and look into its spool.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Row};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_smarthost");
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
+
+/// A temporary directory with a config file and a spool path in it.
+pub struct Workdir {
+    pub dir: TempDir,
+}
+
+impl Workdir {
+    /// `extra` is appended to a config that names the host `relay.test`.
+    pub fn new(extra: &str) -> Workdir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!("hostname = \"relay.test\"\n{extra}\n");
+        std::fs::write(dir.path().join("smarthost.toml"), config).expect("write config");
+        Workdir { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("smarthost.toml")
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool.db")
+    }
+
+    /// A link to the binary named `name` (sendmail, mailq), as an operator would install it.
+    pub fn link(&self, name: &str) -> PathBuf {
+        let link = self.dir.path().join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(BIN, &link).expect("symlink");
+        }
+        link
+    }
+
+    /// Runs `program args` with this workdir's config and spool in the environment.
+    pub fn run(&self, program: &Path, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("SMARTHOST_CONFIG", self.config())
+            .env("SMARTHOST_SPOOL", self.spool())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let output = wait_output(child, Duration::from_secs(60));
+        let _ = writer.join();
+        output
+    }
+}
+
+/// Waits for a child with a deadline; kills it if the deadline passes.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stdout.read_to_end(&mut buffer);
+        buffer
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stderr.read_to_end(&mut buffer);
+        buffer
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("command did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// A running `smarthost serve`, on a port the OS picked.
+pub struct Relay {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Relay {
+    pub fn start(work: &Workdir) -> Relay {
+        Relay::try_start(work).unwrap_or_else(|error| panic!("relay did not start: {error}"))
+    }
+
+    /// Starts the relay and waits for its "listening" log line; on failure returns its stderr.
+    pub fn try_start(work: &Workdir) -> Result<Relay, String> {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(work.config())
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--spool",
+            ])
+            .arg(work.spool())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relay");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    let _ = address_tx.send(Err(line));
+                    continue;
+                };
+                if event["message"] == "listening" {
+                    let _ =
+                        address_tx.send(Ok(event["address"].as_str().unwrap_or("").to_string()));
+                }
+                sink.lock().unwrap().push(event);
+            }
+        });
+        let deadline = Instant::now() + STARTUP_LIMIT;
+        let mut other = Vec::new();
+        while Instant::now() < deadline {
+            match address_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(address)) => {
+                    return Ok(Relay {
+                        child,
+                        addr: address.parse().expect("listening address"),
+                        logs,
+                    });
+                }
+                Ok(Err(line)) => other.push(line),
+                Err(_) => {
+                    if let Some(status) = child.try_wait().expect("try_wait") {
+                        std::thread::sleep(Duration::from_millis(100));
+                        while let Ok(Err(line)) = address_rx.try_recv() {
+                            other.push(line);
+                        }
+                        return Err(format!("exited with {status}: {}", other.join("\n")));
+                    }
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err("no listening line within the startup limit".into())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// kill -9: no chance to flush or clean up.
+    pub fn kill9(mut self) {
+        let _ = kill(self.pid(), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(mut self, limit: Duration) -> ExitStatus {
+        kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not exit within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for a log event whose message and fields contain every `needle`.
+    pub fn wait_for_log(&self, needles: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(found) = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|event| needles.iter().all(|n| event.to_string().contains(n)))
+            {
+                return found.clone();
+            }
+            assert!(Instant::now() < deadline, "no log line with {needles:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `message` with Python's smtplib; returns the JSON of every reply it saw.
+pub fn smtplib_send(port: u16, from: &str, to: &[&str], message: &[u8], extra: &[&str]) -> Value {
+    let mut args = vec![
+        peer("smtp_send.py"),
+        port.to_string(),
+        "--from".into(),
+        from.into(),
+    ];
+    for recipient in to {
+        args.push("--to".into());
+        args.push(recipient.to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new("python3")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut child = child;
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let output = wait_output(child, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "smtp_send.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("smtp_send.py JSON")
+}
+
+pub fn peer(name: &str) -> String {
+    format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The queue ID in a `250 2.0.0 Ok: queued as ID` reply.
+pub fn queue_id(reply: &str) -> String {
+    reply
+        .rsplit("queued as ")
+        .next()
+        .expect("queued as")
+        .trim()
+        .to_string()
+}
+
+/// A raw SMTP connection, for the protocol abuse a polite client library will not commit.
+pub struct RawClient {
+    reader: BufReader<TcpStream>,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        RawClient {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// One complete reply (all its lines), or "" when the server closed the connection.
+    pub fn reply(&mut self) -> String {
+        let mut reply = String::new();
+        for _ in 0..50 {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return reply,
+                Ok(_) => {}
+            }
+            reply.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        reply
+    }
+
+    /// Sends one command line and returns the reply.
+    pub fn command(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Greeting, EHLO, MAIL, RCPT: ready for DATA.
+    pub fn start_transaction(&mut self, from: &str, to: &str) {
+        assert!(self.reply().starts_with("220 "));
+        assert!(self.command("EHLO raw.test").starts_with("250"));
+        assert!(
+            self.command(&format!("MAIL FROM:<{from}>"))
+                .starts_with("250")
+        );
+        assert!(self.command(&format!("RCPT TO:<{to}>")).starts_with("250"));
+    }
+}
+
+/// What the spool holds for one message.
+#[derive(Debug)]
+pub struct Spooled {
+    pub id: String,
+    pub sender: String,
+    pub original_sender: String,
+    pub submitter: Option<String>,
+    pub client_addr: Option<String>,
+    pub body_type: String,
+    pub body: Vec<u8>,
+    /// (address, state, attempts, next_attempt_at)
+    pub recipients: Vec<(String, String, i64, i64)>,
+}
+
+impl Spooled {
+    pub fn recipient_addresses(&self) -> Vec<String> {
+        self.recipients.iter().map(|r| r.0.clone()).collect()
+    }
+
+    /// The body after our Received header: what the client sent.
+    pub fn body_after_received(&self) -> &[u8] {
+        let text = &self.body;
+        assert!(text.starts_with(b"Received: "), "no Received header first");
+        let mut index = 0;
+        // The header ends at the first CRLF not followed by folding white space.
+        while let Some(pos) = text[index..].windows(2).position(|w| w == b"\r\n") {
+            let end = index + pos + 2;
+            if !matches!(text.get(end), Some(b' ' | b'\t')) {
+                return &text[end..];
+            }
+            index = end;
+        }
+        panic!("unterminated Received header");
+    }
+}
+
+fn block_on<T>(future: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+async fn open_spool(spool: &Path) -> sqlx::SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(spool)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("open spool")
+}
+
+/// Every message in the spool, oldest first (read with our own SQL, not the CLI).
+pub fn spooled(spool: &Path) -> Vec<Spooled> {
+    block_on(async {
+        let mut conn = open_spool(spool).await;
+        let rows = sqlx::query(
+            "SELECT m.id, m.sender, m.original_sender, m.submitter, m.client_addr, m.body_type, b.data
+             FROM messages m JOIN bodies b ON b.message_id = m.id ORDER BY m.id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("messages");
+        let mut result = Vec::new();
+        for row in rows {
+            let id: String = row.get(0);
+            let recipients = sqlx::query(
+                "SELECT address, state, attempts, next_attempt_at FROM recipients WHERE message_id = ? ORDER BY id",
+            )
+            .bind(&id)
+            .fetch_all(&mut conn)
+            .await
+            .expect("recipients")
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+            result.push(Spooled {
+                id,
+                sender: row.get(1),
+                original_sender: row.get(2),
+                submitter: row.get(3),
+                client_addr: row.get(4),
+                body_type: row.get(5),
+                body: row.get(6),
+                recipients,
+            });
+        }
+        result
+    })
+}
+
+/// A counter from the spool's `counters` table.
+pub fn counter(spool: &Path, name: &str) -> i64 {
+    block_on(async {
+        let mut conn = open_spool(spool).await;
+        sqlx::query_scalar("SELECT value FROM counters WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .expect("counter")
+    })
+}
