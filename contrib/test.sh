@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. First installs the real peers the tests talk to, when missing:
-# swaks (Debian) for `sendmail -bs`, and python3 for smtplib clients and sqlite3 locking.
+# swaks (Debian) for `sendmail -bs`; python3 for smtplib clients and sqlite3 locking;
+# aiosmtpd (PyPI) as the upstream relay, and cryptography (PyPI) for its test CA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+python_missing=()
+python3 -c "import aiosmtpd" 2>/dev/null || python_missing+=(aiosmtpd)
+python3 -c "import cryptography" 2>/dev/null || python_missing+=(cryptography)
+if [ "${#python_missing[@]}" -gt 0 ]; then
+  python3 -m pip install --quiet --disable-pip-version-check "${python_missing[@]}"
 fi
 
 cargo test --locked "$@"

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // One process-wide rustls provider (aws-lc-rs), before anything builds a TLS config.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let program = args
         .first()

@@ -73,12 +73,14 @@ pub fn run(cli: Cli) -> ExitCode {
     telemetry::init(cli.log_format, default_level);
     let config_path = cli.config;
     match cli.command {
-        Command::Serve { listen, spool } => with_config(config_path, spool, |mut config| {
-            if let Some(listen) = listen {
-                config.smtp.listen = listen;
-            }
-            serve::run(config)
-        }),
+        Command::Serve { listen, spool } => {
+            with_config(config_path.clone(), spool, |mut config| {
+                if let Some(listen) = listen {
+                    config.smtp.listen = listen;
+                }
+                serve::run(config, config_path)
+            })
+        }
         Command::Sendmail { args } => sendmail::main(args, config_path),
         Command::Mailq { spool } => with_config(config_path, spool, |c| mailq::run(&c)),
         Command::CheckConfig { spool } => check_config::run(config_path, spool),

@@ -2,6 +2,7 @@
 //! Startup is all-or-nothing: a spool that cannot be opened or migrated, or an address that
 //! cannot be bound, stops the program before any client is answered.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,12 +10,16 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use tokio::sync::watch;
+
 use super::exit;
 use crate::config::Config;
+use crate::delivery::{self, Shared};
 use crate::listener::{self, ConnectionLimits, Intake, SessionPolicy};
-use crate::spool::Spool;
+use crate::spool::{DeliveryStore, Spool};
 
-pub fn run(config: Config) -> ExitCode {
+/// `config_path` is read again on SIGHUP (delivery settings: upstreams, credentials, retry).
+pub fn run(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,7 +30,7 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(exit::SOFTWARE);
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, config_path)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(error) => {
             tracing::error!("{error:#}");
@@ -35,21 +40,45 @@ pub fn run(config: Config) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let (spool, writer) = Spool::start(&config.spool).await?;
+    let store = DeliveryStore::open(&config.spool).await?;
+    let shared = Shared::new(&config, store.clone()).map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(config.smtp.listen)
         .await
         .with_context(|| format!("cannot listen on {} (smtp.listen)", config.smtp.listen))?;
     let address = listener.local_addr()?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (shared_tx, shared_rx) = watch::channel(Arc::new(shared));
+
+    let delivery = if config.delivery.upstreams.is_empty() {
+        tracing::warn!("no [[upstream]] configured: mail is accepted and queued, not delivered");
+        None
+    } else {
+        Some(tokio::spawn(delivery::run(
+            shared_rx,
+            spool.commit_signal(),
+            stop_rx,
+        )))
+    };
     let stop = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = hangup.recv() => reload(config_path.as_deref(), &store, &shared_tx),
+            }
         }
         tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
     };
-    tracing::info!(%address, spool = %config.spool.path.display(), hostname = %config.hostname, "listening");
+    tracing::info!(%address, spool = %config.spool.path.display(), hostname = %config.hostname,
+        upstreams = config.delivery.upstreams.len(), "listening");
     let intake = Intake {
         policy: Arc::new(SessionPolicy::from_config(&config)),
         spool,
@@ -60,6 +89,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_grace: config.smtp.shutdown_grace,
     };
     listener::serve(listener, intake, limits, stop).await;
+    if let Some(delivery) = delivery {
+        // Deliveries in flight finish within the grace period; the rest keep their leases,
+        // which the next start clears.
+        let abort = delivery.abort_handle();
+        if tokio::time::timeout(config.smtp.shutdown_grace, delivery)
+            .await
+            .is_err()
+        {
+            tracing::warn!("delivery did not finish within the grace period; stopping it");
+            abort.abort();
+        }
+    }
     // Every Spool handle is gone with the sessions: the writer commits what it holds and ends.
     let stats = writer.await.context("spool writer failed")?;
     tracing::info!(
@@ -69,4 +110,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+/// SIGHUP: read the configuration again and hand delivery its new settings. An invalid file
+/// is reported and the running configuration kept.
+fn reload(
+    path: Option<&std::path::Path>,
+    store: &DeliveryStore,
+    shared: &watch::Sender<Arc<Shared>>,
+) {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "reload refused; keeping the running configuration");
+            return;
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    match Shared::new(&config, store.clone()) {
+        Ok(new) => {
+            let _ = shared.send(Arc::new(new));
+            tracing::info!(
+                upstreams = config.delivery.upstreams.len(),
+                "configuration reloaded"
+            );
+        }
+        Err(error) => tracing::error!(%error, "reload refused; keeping the running configuration"),
+    }
 }

@@ -159,7 +159,11 @@ async fn commit(
         helo: message.helo,
         client_addr,
         submitter,
-        protocol: if message.esmtp { "ESMTP" } else { "SMTP" },
+        protocol: match (session.peer(), message.esmtp) {
+            (Peer::Local { .. }, _) => "LOCAL",
+            (Peer::Tcp(_), true) => "ESMTP",
+            (Peer::Tcp(_), false) => "SMTP",
+        },
         body_type: message.body_type,
         smtputf8: message.smtputf8,
         body,

@@ -177,7 +177,7 @@ impl Session {
     }
 
     /// The reply for a message handed out by `Step::Message`, once the spool has answered.
-    pub fn queued(&mut self, outcome: &Result<QueueId, SpoolError>) -> Reply {
+    pub fn queued(&self, outcome: &Result<QueueId, SpoolError>) -> Reply {
         match outcome {
             Ok(id) => Reply::new(250, format!("2.0.0 Ok: queued as {id}")),
             Err(_) => reply::STORAGE_FAILURE,

@@ -22,8 +22,9 @@ impl TrustedNetworks {
         TrustedNetworks { networks }
     }
 
-    pub fn networks(&self) -> &[IpNet] {
-        &self.networks
+    /// The networks in CIDR notation, as an operator reads them.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.networks.iter().map(|n| n.to_string()).collect()
     }
 
     /// Relay is allowed for clients in a trusted network, and for local submitters (the

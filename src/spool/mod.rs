@@ -3,11 +3,15 @@
 //! transaction (group commit), so "250 means durable" costs one fsync per batch, not per
 //! message.
 
+mod delivery_store;
 mod open;
 mod queries;
 mod queue_id;
 mod writer;
 
+pub use delivery_store::{
+    AttemptRecord, ClaimedMessage, ClaimedRecipient, DeliveryStore, HeldBy, RecipientState,
+};
 pub use open::{OpenMode, open_connection};
 pub use queries::{QueueEntry, RecipientEntry, list_queue};
 pub use queue_id::QueueId;

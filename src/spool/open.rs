@@ -43,16 +43,7 @@ pub async fn open_connection(
         std::fs::create_dir_all(dir)
             .map_err(|e| open_error(format!("cannot create directory {}: {e}", dir.display())))?;
     }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(mode == OpenMode::Write)
-        .read_only(mode == OpenMode::Read)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(busy_timeout)
-        .foreign_keys(true)
-        .disable_statement_logging();
-    let mut conn = options
+    let mut conn = connect_options(path, busy_timeout, mode)
         .connect()
         .await
         .map_err(|e| open_error(e.to_string()))?;
@@ -61,6 +52,23 @@ pub async fn open_connection(
         OpenMode::Read => check_schema(&mut conn, &shown).await?,
     }
     Ok(conn)
+}
+
+/// WAL with `synchronous=FULL`: a COMMIT has reached the disk when it returns.
+pub(super) fn connect_options(
+    path: &Path,
+    busy_timeout: Duration,
+    mode: OpenMode,
+) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(mode == OpenMode::Write)
+        .read_only(mode == OpenMode::Read)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(busy_timeout)
+        .foreign_keys(true)
+        .disable_statement_logging()
 }
 
 async fn migrate(conn: &mut SqliteConnection, path: &str) -> Result<(), SpoolError> {

@@ -3,7 +3,9 @@
 //! sender only after COMMIT returned. While one commit's fsync runs, the next batch gathers.
 
 use sqlx::{Connection, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::open::{OpenMode, close_quietly, open_connection};
 use super::{NewMessage, SpoolError};
@@ -18,6 +20,8 @@ const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Spool {
     jobs: mpsc::Sender<Job>,
+    /// Signalled after every commit, so that delivery picks new mail up at once.
+    committed: Arc<Notify>,
 }
 
 struct Job {
@@ -41,8 +45,14 @@ impl Spool {
     ) -> Result<(Spool, tokio::task::JoinHandle<WriterStats>), SpoolError> {
         let conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
         let (jobs, receiver) = mpsc::channel(MAX_BATCH_MESSAGES * 4);
-        let task = tokio::spawn(run_writer(conn, receiver));
-        Ok((Spool { jobs }, task))
+        let committed = Arc::new(Notify::new());
+        let task = tokio::spawn(run_writer(conn, receiver, committed.clone()));
+        Ok((Spool { jobs, committed }, task))
+    }
+
+    /// Notified after each commit of new messages.
+    pub fn commit_signal(&self) -> Arc<Notify> {
+        self.committed.clone()
     }
 
     /// Returns once the message is committed to disk, or with the reason it is not.
@@ -56,7 +66,11 @@ impl Spool {
     }
 }
 
-async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>) -> WriterStats {
+async fn run_writer(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::Receiver<Job>,
+    committed: Arc<Notify>,
+) -> WriterStats {
     let mut stats = WriterStats::default();
     let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
     while let Some(first) = jobs.recv().await {
@@ -74,6 +88,7 @@ async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>) -
         let result = write_batch(&mut conn, &batch).await;
         match &result {
             Ok(()) => {
+                committed.notify_one();
                 stats.commits += 1;
                 stats.messages += batch.len() as u64;
                 tracing::debug!(messages = batch.len(), bytes, "spool commit");
@@ -117,7 +132,10 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[Job]) -> Result<(), S
     tx.commit().await.map_err(write_error)
 }
 
-async fn insert_message(conn: &mut SqliteConnection, m: &NewMessage) -> Result<(), sqlx::Error> {
+pub(super) async fn insert_message(
+    conn: &mut SqliteConnection,
+    m: &NewMessage,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO messages (id, received_at, sender, original_sender, helo, client_addr,
              submitter, protocol, body_type, smtputf8, size)

@@ -2,8 +2,10 @@
 //! on loopback, ports chosen by the OS.
 
 mod cli;
+mod delivery;
 mod durability;
 mod relay_policy;
 mod sendmail;
 mod smtp_intake;
 mod support;
+mod upstream;

@@ -189,6 +189,22 @@ impl Relay {
         Pid::from_raw(self.child.id() as i32)
     }
 
+    /// SIGHUP: reload the configuration.
+    pub fn hup(&self) {
+        kill(self.pid(), Signal::SIGHUP).expect("SIGHUP");
+    }
+
+    /// Every log event so far, as JSON text (to check that secrets never appear).
+    pub fn all_logs(&self) -> String {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|event| event.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// kill -9: no chance to flush or clean up.
     pub fn kill9(mut self) {
         let _ = kill(self.pid(), Signal::SIGKILL);
@@ -439,4 +455,66 @@ pub fn counter(spool: &Path, name: &str) -> i64 {
             .await
             .expect("counter")
     })
+}
+
+/// One recipient's delivery state.
+#[derive(Debug, Clone)]
+pub struct RecipientRow {
+    pub address: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_reply: Option<String>,
+    pub held_by: Option<String>,
+}
+
+/// Every recipient in the spool, in arrival order.
+pub fn recipient_rows(spool: &Path) -> Vec<RecipientRow> {
+    block_on(async {
+        let mut conn = open_spool(spool).await;
+        sqlx::query("SELECT address, state, attempts, last_reply, held_by FROM recipients ORDER BY message_id, id")
+            .fetch_all(&mut conn)
+            .await
+            .expect("recipients")
+            .into_iter()
+            .map(|r| RecipientRow {
+                address: r.get(0),
+                state: r.get(1),
+                attempts: r.get(2),
+                last_reply: r.get(3),
+                held_by: r.get(4),
+            })
+            .collect()
+    })
+}
+
+/// Every delivery attempt: (recipient address, upstream, reply, outcome), oldest first.
+pub fn attempt_rows(spool: &Path) -> Vec<(String, Option<String>, String, String)> {
+    block_on(async {
+        let mut conn = open_spool(spool).await;
+        sqlx::query(
+            "SELECT r.address, a.upstream, a.reply, a.outcome FROM attempts a
+             JOIN recipients r ON r.id = a.recipient_id ORDER BY a.id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("attempts")
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+    })
+}
+
+/// Polls `check` until it returns Some, for at most `limit`.
+pub fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -270,7 +270,7 @@ fn timeouts_follow_the_mode() {
 
 #[test]
 fn storage_failure_is_a_temporary_error() {
-    let mut c = Client::new("127.0.0.1");
+    let c = Client::new("127.0.0.1");
     let reply = c
         .session
         .queued(&Err(SpoolError::Write("disk full".into())));

@@ -11,6 +11,10 @@ use serde::Deserialize;
 
 use crate::policy::{SenderDomains, TrustedNetworks};
 
+mod delivery;
+
+pub use delivery::{Credentials, DeliveryConfig, RetryPolicy, Secret, TlsMode, Upstream};
+
 /// Where `--config` points when it is not given, if the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smarthost/smarthost.toml";
 
@@ -27,7 +31,7 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -42,6 +46,11 @@ struct RawConfig {
     smtp: RawSmtp,
     #[serde(default)]
     spool: RawSpool,
+    #[serde(default)]
+    delivery: delivery::RawDelivery,
+    /// `[[upstream]]` tables, in priority order.
+    #[serde(default)]
+    upstream: Vec<delivery::RawUpstream>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +114,9 @@ pub struct Config {
     pub hostname: String,
     pub smtp: SmtpConfig,
     pub spool: SpoolConfig,
+    pub delivery: DeliveryConfig,
+    /// Things that work but deserve the operator's attention, logged at start.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +197,7 @@ impl Config {
             None => system_hostname()?,
         };
         validate_hostname(&hostname)?;
+        let mut warnings = Vec::new();
         Ok(Config {
             hostname,
             smtp: validate_smtp(raw.smtp)?,
@@ -192,6 +205,8 @@ impl Config {
                 path: raw.spool.path,
                 busy_timeout: duration("spool.busy_timeout", &raw.spool.busy_timeout)?,
             },
+            delivery: delivery::validate(raw.delivery, raw.upstream, &mut warnings)?,
+            warnings,
         })
     }
 }
@@ -276,7 +291,7 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     let value = humantime::parse_duration(text).map_err(|e| {
         invalid(
             key,
@@ -324,20 +339,14 @@ mod tests {
         let config = Config::from_toml("hostname = \"relay.example.com\"").unwrap();
         assert_eq!(config.smtp.listen.to_string(), "127.0.0.1:2525");
         assert_eq!(config.spool.path, PathBuf::from("./var/spool.db"));
-        let nets: Vec<String> = config
-            .smtp
-            .trusted_networks
-            .networks()
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
+        let nets = config.smtp.trusted_networks.to_strings();
         assert_eq!(nets, ["127.0.0.0/8", "::1/128"]);
         assert_eq!(config.smtp.limits.data_timeout, Duration::from_secs(180));
     }
 
     #[test]
     fn the_annotated_example_is_valid() {
-        let text = include_str!("../config/smarthost.toml");
+        let text = include_str!("../../config/smarthost.toml");
         Config::from_toml(text).unwrap();
     }
 
@@ -380,13 +389,7 @@ mod tests {
             "hostname = \"h.example\"\n[smtp]\ntrusted_networks = [\"10.1.2.3\", \"fd00::1\"]",
         )
         .unwrap();
-        let nets: Vec<String> = config
-            .smtp
-            .trusted_networks
-            .networks()
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
+        let nets = config.smtp.trusted_networks.to_strings();
         assert_eq!(nets, ["10.1.2.3/32", "fd00::1/128"]);
     }
 }

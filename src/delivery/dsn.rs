@@ -1,0 +1,200 @@
+//! Bounces: a delivery status notification per RFC 3464 (multipart/report with a
+//! message/delivery-status part and the original headers), sent with the null sender so that
+//! it can never cause another bounce.
+
+use chrono::{DateTime, Utc};
+
+use crate::spool::{BodyType, NewMessage, NewRecipient, QueueId, now_ms};
+
+/// One recipient that could not be delivered, and why.
+pub struct Failure<'a> {
+    pub recipient: &'a str,
+    /// The upstream's reply (or our reason, such as an expired queue lifetime).
+    pub diagnostic: &'a str,
+    /// RFC 3463 status, e.g. `5.1.1`.
+    pub status: String,
+    pub remote_mta: Option<&'a str>,
+}
+
+pub struct Bounce<'a> {
+    pub hostname: &'a str,
+    /// Where the bounce goes: `bounce_address`, or the original envelope sender.
+    pub to: &'a str,
+    pub original_id: &'a str,
+    pub original_sender: &'a str,
+    pub arrival_ms: i64,
+    pub original_message: &'a [u8],
+    pub failures: Vec<Failure<'a>>,
+}
+
+impl Bounce<'_> {
+    pub fn into_message(self) -> NewMessage {
+        let id = QueueId::generate();
+        let boundary = format!("{id}/{}", self.hostname);
+        let date = Utc::now().to_rfc2822();
+        let arrival = DateTime::<Utc>::from_timestamp_millis(self.arrival_ms)
+            .map(|t| t.to_rfc2822())
+            .unwrap_or_default();
+        let mut text = format!(
+            "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\n\
+             To: <{to}>\r\n\
+             Subject: Undelivered Mail Returned to Sender\r\n\
+             Date: {date}\r\n\
+             Message-ID: <{id}@{host}>\r\n\
+             Auto-Submitted: auto-replied\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\
+             \r\n\
+             This is a MIME-encapsulated message.\r\n\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             \r\n\
+             This is the mail system at host {host}.\r\n\
+             \r\n\
+             Your message {original} from <{sender}> could not be delivered to one or more\r\n\
+             recipients. The upstream relay's answer is given for each.\r\n\
+             \r\n",
+            host = self.hostname,
+            to = self.to,
+            original = self.original_id,
+            sender = self.original_sender,
+        );
+        for failure in &self.failures {
+            text.push_str(&format!(
+                "<{}>: {}\r\n",
+                failure.recipient, failure.diagnostic
+            ));
+        }
+        text.push_str(&format!(
+            "\r\n--{boundary}\r\n\
+             Content-Type: message/delivery-status\r\n\
+             \r\n\
+             Reporting-MTA: dns; {host}\r\n\
+             X-Smarthost-Queue-ID: {original}\r\n\
+             Arrival-Date: {arrival}\r\n",
+            host = self.hostname,
+            original = self.original_id,
+        ));
+        for failure in &self.failures {
+            text.push_str(&format!(
+                "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+                failure.recipient, failure.status
+            ));
+            if let Some(mta) = failure.remote_mta {
+                text.push_str(&format!("Remote-MTA: dns; {mta}\r\n"));
+            }
+            text.push_str(&format!(
+                "Diagnostic-Code: smtp; {}\r\n",
+                failure.diagnostic
+            ));
+        }
+        text.push_str(&format!(
+            "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        ));
+        let mut body = text.into_bytes();
+        body.extend_from_slice(headers_of(self.original_message));
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        NewMessage {
+            id,
+            received_at_ms: now_ms(),
+            sender: String::new(),
+            original_sender: String::new(),
+            recipients: vec![NewRecipient {
+                address: self.to.to_string(),
+                original_address: self.to.to_string(),
+            }],
+            helo: None,
+            client_addr: None,
+            submitter: None,
+            protocol: "LOCAL",
+            body_type: if body.is_ascii() {
+                BodyType::SevenBit
+            } else {
+                BodyType::EightBitMime
+            },
+            smtputf8: !self.to.is_ascii(),
+            body,
+        }
+    }
+}
+
+/// The header section of a message, up to and including the line end before the blank line.
+fn headers_of(message: &[u8]) -> &[u8] {
+    match message.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => &message[..end + 2],
+        None => message,
+    }
+}
+
+/// The enhanced status of a reply (`550 5.1.1 ...` gives `5.1.1`), or the class default.
+pub fn status_of(reply: &str) -> String {
+    let mut words = reply.split_whitespace();
+    let code = words.next().unwrap_or("");
+    let candidate = words.next().unwrap_or("");
+    let parts: Vec<&str> = candidate.split('.').collect();
+    if parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return candidate.to_string();
+    }
+    if code.starts_with('4') {
+        "4.0.0"
+    } else {
+        "5.0.0"
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::{MessageParser, MimeHeaders};
+
+    #[test]
+    fn dsn_parses_and_names_recipient_and_reply() {
+        let original = b"From: cron@example.com\r\nSubject: nightly\r\n\r\nsecret body\r\n";
+        let message = Bounce {
+            hostname: "relay.test",
+            to: "ops@example.com",
+            original_id: "0ABC",
+            original_sender: "cron@example.com",
+            arrival_ms: 1_795_000_000_000,
+            original_message: original,
+            failures: vec![Failure {
+                recipient: "nobody@example.org",
+                diagnostic: "550 5.1.1 no such user",
+                status: status_of("550 5.1.1 no such user"),
+                remote_mta: Some("127.0.0.1:2587"),
+            }],
+        }
+        .into_message();
+        assert_eq!(message.sender, "");
+        assert_eq!(message.recipients[0].address, "ops@example.com");
+        let parsed = MessageParser::default().parse(&message.body).unwrap();
+        assert_eq!(
+            parsed.subject(),
+            Some("Undelivered Mail Returned to Sender")
+        );
+        assert!(parsed.content_type().unwrap().attribute("report-type") == Some("delivery-status"));
+        let text = String::from_utf8(message.body.clone()).unwrap();
+        assert!(text.contains(
+            "Final-Recipient: rfc822; nobody@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
+        assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"));
+        assert!(text.contains("Subject: nightly"));
+        assert!(
+            !text.contains("secret body"),
+            "only the headers are returned"
+        );
+    }
+
+    #[test]
+    fn status_comes_from_the_enhanced_code() {
+        assert_eq!(status_of("550 5.1.1 user unknown"), "5.1.1");
+        assert_eq!(status_of("554 Message rejected"), "5.0.0");
+        assert_eq!(status_of("451 try later"), "4.0.0");
+    }
+}

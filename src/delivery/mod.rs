@@ -1,0 +1,204 @@
+//! Delivery: the scheduler claims due recipients from the spool and hands messages to a fixed
+//! set of workers, each keeping its own connections to the upstreams. New mail is picked up at
+//! once (the spool writer signals every commit); mail written by other processes or made due
+//! by time is found by a short poll.
+
+mod backoff;
+mod classify;
+mod dsn;
+mod rate;
+mod upstream;
+mod worker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{Config, DeliveryConfig};
+use crate::spool::{DeliveryStore, now_ms};
+use rate::RateLimiter;
+use upstream::{Endpoint, Timeouts};
+
+/// Everything workers share for one configuration generation; replaced whole on reload.
+pub struct Shared {
+    generation: u64,
+    config: DeliveryConfig,
+    hostname: String,
+    timeouts: Timeouts,
+    upstreams: Vec<UpstreamState>,
+    store: DeliveryStore,
+}
+
+struct UpstreamState {
+    endpoint: Endpoint,
+    rate: RateLimiter,
+    /// Set when the upstream failed; it is tried after the others until then.
+    down_until: StdMutex<Option<Instant>>,
+}
+
+impl UpstreamState {
+    fn mark_down(&self, cooldown: Duration) {
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + cooldown);
+    }
+
+    fn mark_up(&self) {
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn is_down(&self, now: Instant) -> bool {
+        self.down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| until > now)
+    }
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+impl Shared {
+    /// Builds the delivery side of a configuration (TLS settings are loaded here, once).
+    pub fn new(config: &Config, store: DeliveryStore) -> Result<Shared, String> {
+        let delivery = config.delivery.clone();
+        let upstreams = delivery
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                Ok(UpstreamState {
+                    endpoint: Endpoint::new(upstream.clone(), config.hostname.clone())
+                        .map_err(|e| format!("upstream {}: {e}", upstream.name()))?,
+                    rate: RateLimiter::new(upstream.max_messages_per_second),
+                    down_until: StdMutex::new(None),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Shared {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            timeouts: Timeouts {
+                connect: delivery.connect_timeout,
+                command: delivery.command_timeout,
+                data: delivery.data_timeout,
+            },
+            config: delivery,
+            hostname: config.hostname.clone(),
+            upstreams,
+            store,
+        })
+    }
+
+    /// Upstreams that are up in priority order, then those cooling down (still better than
+    /// nothing when every upstream has failed lately).
+    fn upstream_order(&self) -> Vec<usize> {
+        let now = Instant::now();
+        let (up, down): (Vec<usize>, Vec<usize>) =
+            (0..self.upstreams.len()).partition(|&i| !self.upstreams[i].is_down(now));
+        up.into_iter().chain(down).collect()
+    }
+
+    /// Recipients per transaction: the smallest limit of any upstream, so that failover never
+    /// sends more than the next upstream accepts.
+    fn max_recipients_per_transaction(&self) -> usize {
+        self.config
+            .upstreams
+            .iter()
+            .map(|u| u.max_recipients)
+            .min()
+            .unwrap_or(1)
+    }
+}
+
+/// How often finished messages past their retention are removed.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Runs delivery until `shutdown` turns true. `shared` changes on reload; `committed` fires
+/// after each spool commit.
+pub async fn run(
+    mut shared: watch::Receiver<Arc<Shared>>,
+    committed: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let store = shared.borrow().store.clone();
+    match store.clear_leases().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            recipients = n,
+            "leases from an earlier run returned to the queue"
+        ),
+        Err(error) => tracing::error!(%error, "cannot clear stale leases"),
+    }
+    release_config_holds(&store).await;
+    let workers_count = shared.borrow().config.connections;
+    let (jobs_tx, jobs_rx) = mpsc::channel(workers_count);
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    let mut workers = JoinSet::new();
+    for _ in 0..workers_count {
+        workers.spawn(worker::run(jobs_rx.clone(), shared.clone()));
+    }
+    let mut last_purge = Instant::now() - PURGE_INTERVAL;
+    'schedule: loop {
+        let stopping = *shutdown.borrow();
+        if stopping {
+            break;
+        }
+        let current = shared.borrow().clone();
+        let claim_limit = workers_count * current.max_recipients_per_transaction() * 2;
+        match store
+            .claim(now_ms(), current.config.lease, claim_limit)
+            .await
+        {
+            Ok(claimed) if !claimed.is_empty() => {
+                for message in claimed {
+                    tokio::select! {
+                        sent = jobs_tx.send(message) => if sent.is_err() { break 'schedule },
+                        _ = shutdown.changed() => break 'schedule,
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot claim due mail"),
+        }
+        if last_purge.elapsed() >= PURGE_INTERVAL {
+            last_purge = Instant::now();
+            let before = now_ms() - current.config.delivered_retention.as_millis() as i64;
+            match store.purge_finished(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(messages = n, "finished messages past retention removed"),
+                Err(error) => tracing::error!(%error, "cannot purge finished messages"),
+            }
+        }
+        let wait = match store.next_due().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(0) as u64),
+            _ => current.config.poll_interval,
+        }
+        .min(current.config.poll_interval);
+        tokio::select! {
+            _ = committed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            changed = shared.changed() => {
+                if changed.is_err() { break }
+                tracing::info!("configuration reloaded; releasing mail held for configuration errors");
+                release_config_holds(&store).await;
+            }
+            _ = shutdown.changed() => {}
+        }
+    }
+    drop(jobs_tx);
+    while workers.join_next().await.is_some() {}
+    store.close().await;
+}
+
+async fn release_config_holds(store: &DeliveryStore) {
+    match store.release_config_holds(now_ms()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            recipients = n,
+            "mail held for configuration errors is due again"
+        ),
+        Err(error) => tracing::error!(%error, "cannot release held mail"),
+    }
+}

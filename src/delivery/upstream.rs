@@ -1,0 +1,313 @@
+//! One connection to an upstream relay, through mail-send: TCP, TLS (STARTTLS on 587 or
+//! implicit on 465, certificates verified), AUTH (only ever over TLS), then transactions with
+//! our own DATA framing (mail-send's does not stuff a dot on the first line).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_send::smtp::tls::build_tls_connector;
+use mail_send::{SmtpClient, SmtpClientBuilder};
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::{TlsMode, Upstream};
+use crate::spool::BodyType;
+use crate::wire;
+
+/// An SMTP reply from the upstream: the code, and the rest of the text (enhanced code first
+/// when there is one), kept whole for the attempt history and bounces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Reply {
+    fn from_response(response: smtp_proto::Response<String>) -> Reply {
+        let [a, b, c] = response.esc;
+        let text = if a > 0 {
+            format!("{a}.{b}.{c} {}", response.message)
+        } else {
+            response.message
+        };
+        Reply {
+            code: response.code,
+            text: text.replace(['\r', '\n'], " ").trim().to_string(),
+        }
+    }
+
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// Why an upstream could not be used at all: the attempt moves on to the next upstream.
+#[derive(Debug, Clone)]
+pub enum Unusable {
+    /// Connection refused, reset, timed out, or the upstream closed it.
+    Unreachable(String),
+    /// The upstream is refusing service now (`421`, or a 4xx/5xx greeting).
+    Refused(Reply),
+    /// Our setup is wrong: certificate verification failed, STARTTLS missing, AUTH refused.
+    Misconfigured(String),
+}
+
+impl Unusable {
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, Unusable::Misconfigured(_))
+    }
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unusable::Unreachable(reason) => write!(f, "unreachable: {reason}"),
+            Unusable::Refused(reply) => write!(f, "refused service: {reply}"),
+            Unusable::Misconfigured(reason) => write!(f, "configuration error: {reason}"),
+        }
+    }
+}
+
+/// Timeouts for one upstream conversation (RFC 5321 4.5.3.2 gives the classic values).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP, TLS, greeting, EHLO and AUTH together.
+    pub connect: Duration,
+    pub command: Duration,
+    /// From the end of the body to the final reply.
+    pub data: Duration,
+}
+
+/// What a connection needs that does not change between connections.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub upstream: Upstream,
+    pub helo: String,
+    tls: TlsConnector,
+}
+
+impl Endpoint {
+    /// Builds the TLS configuration once: the configured CA file, or the system's roots.
+    pub fn new(upstream: Upstream, helo: String) -> Result<Endpoint, String> {
+        let tls = match &upstream.ca_file {
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                let certificates = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+                for certificate in certificates {
+                    let certificate = certificate
+                        .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+                    roots
+                        .add(certificate)
+                        .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+                }
+                let config = rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                TlsConnector::from(Arc::new(config))
+            }
+            None => build_tls_connector(false)?,
+        };
+        Ok(Endpoint {
+            upstream,
+            helo,
+            tls,
+        })
+    }
+
+    pub async fn connect(&self, timeouts: Timeouts) -> Result<Connection, Unusable> {
+        let upstream = &self.upstream;
+        let mut builder = SmtpClientBuilder::new_with_tls_connector(
+            upstream.host.clone(),
+            upstream.port,
+            self.tls.clone(),
+        )
+        .implicit_tls(upstream.tls == TlsMode::Implicit)
+        .helo_host(self.helo.clone())
+        .timeout(timeouts.connect);
+        if let Some(credentials) = &upstream.credentials {
+            builder = builder.credentials((
+                credentials.username.clone(),
+                credentials.password.expose().to_string(),
+            ));
+        }
+        let client = match upstream.tls {
+            TlsMode::None => builder.connect_plain().await.map(Client::Plain),
+            TlsMode::StartTls | TlsMode::Implicit => {
+                builder.connect().await.map(|c| Client::Tls(Box::new(c)))
+            }
+        }
+        .map_err(unusable)?;
+        Ok(Connection { client, timeouts })
+    }
+}
+
+/// A reply, or why the transaction cannot go on: `421` means the upstream is closing.
+fn reply_or_broken(
+    result: mail_send::Result<smtp_proto::Response<String>>,
+) -> Result<Reply, Broken> {
+    let reply = result
+        .map(Reply::from_response)
+        .map_err(|e| Broken::Lost(e.to_string()))?;
+    if reply.code == 421 {
+        return Err(Broken::ServiceUnavailable(reply));
+    }
+    Ok(reply)
+}
+
+async fn write_and_read<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    bytes: &[u8],
+) -> mail_send::Result<smtp_proto::Response<String>> {
+    client.stream.write_all(bytes).await?;
+    client.stream.flush().await?;
+    client.read().await
+}
+
+fn unusable(error: mail_send::Error) -> Unusable {
+    use mail_send::Error;
+    match error {
+        Error::Io(e) => Unusable::Unreachable(e.to_string()),
+        Error::Timeout => Unusable::Unreachable("timed out".into()),
+        Error::UnparseableReply => {
+            Unusable::Unreachable("connection closed or unparseable reply".into())
+        }
+        Error::Tls(e) => Unusable::Misconfigured(format!("TLS failed: {e}")),
+        Error::InvalidTLSName => {
+            Unusable::Misconfigured("host is not a valid TLS server name".into())
+        }
+        Error::MissingStartTls => Unusable::Misconfigured(
+            "upstream does not offer STARTTLS; refusing to send in clear".into(),
+        ),
+        Error::AuthenticationFailed(response) => {
+            Unusable::Misconfigured(format!("AUTH refused: {}", Reply::from_response(response)))
+        }
+        Error::UnsupportedAuthMechanism => {
+            Unusable::Misconfigured("upstream offers neither AUTH PLAIN nor LOGIN".into())
+        }
+        Error::UnexpectedReply(response) => Unusable::Refused(Reply::from_response(response)),
+        other => Unusable::Unreachable(other.to_string()),
+    }
+}
+
+enum Client {
+    /// Boxed: a TLS client is about a kilobyte, a plain one a few words.
+    Tls(Box<SmtpClient<TlsStream<TcpStream>>>),
+    Plain(SmtpClient<TcpStream>),
+}
+
+pub struct Connection {
+    client: Client,
+    timeouts: Timeouts,
+}
+
+/// How a transaction ended when it did not end with replies for every recipient.
+#[derive(Debug, Clone)]
+pub enum Broken {
+    /// `421`: the upstream is closing; another upstream may take the message.
+    ServiceUnavailable(Reply),
+    /// I/O error or timeout mid-transaction.
+    Lost(String),
+}
+
+/// The envelope of one transaction.
+pub struct Transaction<'a> {
+    pub sender: &'a str,
+    pub body_type: BodyType,
+    pub smtputf8: bool,
+    pub recipients: &'a [&'a str],
+    pub body: &'a [u8],
+}
+
+impl Connection {
+    async fn command(&mut self, line: &str) -> Result<Reply, Broken> {
+        let result = match &mut self.client {
+            Client::Tls(client) => client.cmd(line.as_bytes()).await,
+            Client::Plain(client) => client.cmd(line.as_bytes()).await,
+        };
+        reply_or_broken(result)
+    }
+
+    /// Writes the framed body and waits for the final reply.
+    async fn send_body(&mut self, body: &[u8]) -> Result<Reply, Broken> {
+        let mut framed = Vec::new();
+        wire::write_data(body, &mut framed);
+        let result = tokio::time::timeout(self.timeouts.data, async {
+            match &mut self.client {
+                Client::Tls(client) => write_and_read(client, &framed).await,
+                Client::Plain(client) => write_and_read(client, &framed).await,
+            }
+        })
+        .await
+        .map_err(|_| Broken::Lost("no reply to the end of data in time".into()))?;
+        reply_or_broken(result)
+    }
+
+    /// One transaction: a reply for every recipient, in order. Recipients refused at RCPT get
+    /// that refusal; the others get the reply to MAIL, to DATA, or to the end of data.
+    pub async fn send(&mut self, transaction: &Transaction<'_>) -> Result<Vec<Reply>, Broken> {
+        self.set_timeout(self.timeouts.command);
+        let mut mail = format!("MAIL FROM:<{}>", transaction.sender);
+        if transaction.body_type == BodyType::EightBitMime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if transaction.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        mail.push_str("\r\n");
+        let mail_reply = self.command(&mail).await?;
+        if !mail_reply.is_positive() {
+            self.reset().await;
+            return Ok(vec![mail_reply; transaction.recipients.len()]);
+        }
+        let mut replies = Vec::with_capacity(transaction.recipients.len());
+        for recipient in transaction.recipients {
+            replies.push(self.command(&format!("RCPT TO:<{recipient}>\r\n")).await?);
+        }
+        if !replies.iter().any(Reply::is_positive) {
+            self.reset().await;
+            return Ok(replies);
+        }
+        let data_reply = self.command("DATA\r\n").await?;
+        let final_reply = if data_reply.code == 354 {
+            self.send_body(transaction.body).await?
+        } else {
+            self.reset().await;
+            data_reply
+        };
+        for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+            *reply = final_reply.clone();
+        }
+        Ok(replies)
+    }
+
+    /// RSET after a failed transaction, so the connection can carry the next one. A failure
+    /// here only means the connection will be found broken next time.
+    async fn reset(&mut self) {
+        let _ = self.command("RSET\r\n").await;
+    }
+
+    fn set_timeout(&mut self, timeout: Duration) {
+        match &mut self.client {
+            Client::Tls(client) => client.timeout = timeout,
+            Client::Plain(client) => client.timeout = timeout,
+        }
+    }
+
+    pub async fn quit(mut self) {
+        self.set_timeout(Duration::from_secs(5));
+        let _ = self.command("QUIT\r\n").await;
+    }
+}

@@ -1,0 +1,424 @@
+//! Delivery end to end: smtplib → smarthost → aiosmtpd upstream (STARTTLS or implicit TLS,
+//! AUTH required), with scripted replies deciding each recipient's fate.
+
+use std::time::{Duration, Instant};
+
+use mail_parser::MessageParser;
+use serde_json::json;
+
+use crate::support::*;
+use crate::upstream::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A relay whose only upstream is `upstream` over STARTTLS with the test CA.
+fn relay_for(certs: &Certs, port: u16, tls: &str, extra_delivery: &str) -> (Workdir, Relay) {
+    let work = Workdir::new("");
+    let password = password_file(work.dir.path(), PASSWORD);
+    let config = delivery_config(
+        &[upstream_table(port, tls, &password, Some(&certs.ca()))],
+        extra_delivery,
+    );
+    std::fs::write(
+        work.config(),
+        format!("hostname = \"relay.test\"\n{config}"),
+    )
+    .unwrap();
+    let relay = Relay::start(&work);
+    (work, relay)
+}
+
+fn message(subject: &str) -> String {
+    format!(
+        "From: app@example.com\r\nSubject: {subject}\r\n\r\n.first body line starts with a dot\r\nbody of {subject}\r\n"
+    )
+}
+
+fn submit(relay: &Relay, to: &[&str], subject: &str) -> String {
+    let message = message(subject);
+    let result = smtplib_send(relay.port(), "app@example.com", to, message.as_bytes(), &[]);
+    assert_eq!(result["data"][0], 250, "{result}");
+    queue_id(result["data"][1].as_str().unwrap())
+}
+
+/// The Subject of each received message, in arrival order.
+fn subjects(received: &[serde_json::Value]) -> Vec<String> {
+    received
+        .iter()
+        .map(|m| {
+            let body = data(m);
+            let parsed = MessageParser::default().parse(&body).unwrap();
+            parsed.subject().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn states(work: &Workdir) -> Vec<(String, String)> {
+    recipient_rows(&work.spool())
+        .into_iter()
+        .map(|r| (r.address, r.state))
+        .collect()
+}
+
+#[test]
+fn starttls_and_implicit_tls_deliver_the_spooled_bytes_after_auth() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    for (tls, port, listener) in [
+        ("starttls", upstream.starttls, "starttls"),
+        ("implicit", upstream.implicit, "implicit"),
+    ] {
+        let before = upstream.received().len();
+        let (work, relay) = relay_for(&certs, port, tls, "");
+        submit(&relay, &["ops@example.com"], tls);
+        let received = upstream.wait_for(before + 1, WAIT);
+        let got = &received[before];
+        assert_eq!(got["mail_from"], "app@example.com");
+        assert_eq!(got["rcpt_tos"], json!(["ops@example.com"]));
+        assert_eq!(got["listener"], listener);
+        assert_eq!(got["tls"], true, "{tls}: delivered over TLS");
+        assert_eq!(got["auth_user"], USER, "{tls}: after AUTH");
+        assert_eq!(got["helo"], "relay.test");
+        let body = data(got);
+        assert!(body.starts_with(
+            b"Received: from client.test ([127.0.0.1])\r\n\tby relay.test (smarthost)"
+        ));
+        assert!(
+            body.ends_with(message(tls).as_bytes()),
+            "{tls}: byte-exact, leading dot included"
+        );
+        wait_until(WAIT, "recipient marked delivered", || {
+            (states(&work) == [("ops@example.com".to_string(), "delivered".to_string())])
+                .then_some(())
+        });
+        let attempts = attempt_rows(&work.spool());
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            attempts[0].1.as_deref(),
+            Some(format!("127.0.0.1:{port}").as_str())
+        );
+        assert!(attempts[0].2.starts_with("250 "), "{attempts:?}");
+        let logs = relay.all_logs();
+        assert!(
+            !logs.contains(PASSWORD),
+            "the password must never be logged"
+        );
+    }
+}
+
+#[test]
+fn each_recipient_gets_its_own_outcome_and_one_dsn_names_the_failure() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    upstream.script(json!({"rcpt": {
+        "later@example.com": ["451 4.3.0 mailbox busy, try later", "250 2.1.5 OK"],
+        "bad@example.com": ["550 5.1.1 <bad@example.com>: no such user"],
+    }}));
+    let (work, relay) = relay_for(
+        &certs,
+        upstream.starttls,
+        "starttls",
+        "bounce_address = \"bounces@example.com\"\n",
+    );
+    let started = Instant::now();
+    let id = submit(
+        &relay,
+        &["ok@example.com", "later@example.com", "bad@example.com"],
+        "mixed",
+    );
+
+    // First attempt: ok delivered; bad bounced (DSN to the bounce address); later deferred.
+    let received = upstream.wait_for(2, WAIT);
+    let original = received
+        .iter()
+        .find(|m| m["mail_from"] == "app@example.com")
+        .unwrap();
+    assert_eq!(original["rcpt_tos"], json!(["ok@example.com"]));
+    let dsn = received
+        .iter()
+        .find(|m| m["mail_from"] == "<>")
+        .unwrap_or_else(|| panic!("a DSN with the null sender in {received:?}"));
+    assert_eq!(dsn["rcpt_tos"], json!(["bounces@example.com"]));
+    let dsn_bytes = data(dsn);
+    let parsed = MessageParser::default()
+        .parse(&dsn_bytes)
+        .expect("DSN parses");
+    assert_eq!(
+        parsed.subject(),
+        Some("Undelivered Mail Returned to Sender")
+    );
+    let text = String::from_utf8_lossy(&dsn_bytes);
+    assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status"));
+    assert!(
+        text.contains("Final-Recipient: rfc822; bad@example.com"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Diagnostic-Code: smtp; 550 5.1.1 <bad@example.com>: no such user"),
+        "{text}"
+    );
+    assert!(text.contains(&id));
+    assert!(
+        !text.contains("later@example.com"),
+        "the deferred recipient is not in the DSN"
+    );
+
+    // Second attempt after the backoff: later delivered, on its own.
+    let received = upstream.wait_for(3, WAIT);
+    assert_eq!(received[2]["rcpt_tos"], json!(["later@example.com"]));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "retried only after the backoff"
+    );
+    let rows = wait_until(WAIT, "final states", || {
+        let rows = recipient_rows(&work.spool());
+        rows.iter()
+            .filter(|r| {
+                r.address.ends_with("@example.com") && r.state != "queued" && r.state != "deferred"
+            })
+            .count()
+            .eq(&4)
+            .then_some(rows)
+    });
+    let by_address = |a: &str| rows.iter().find(|r| r.address == a).unwrap().clone();
+    assert_eq!(
+        (
+            by_address("ok@example.com").state.as_str(),
+            by_address("ok@example.com").attempts
+        ),
+        ("delivered", 1)
+    );
+    assert_eq!(
+        (
+            by_address("later@example.com").state.as_str(),
+            by_address("later@example.com").attempts
+        ),
+        ("delivered", 2)
+    );
+    assert_eq!(by_address("bad@example.com").state, "bounced");
+    assert_eq!(by_address("bounces@example.com").state, "delivered");
+    let attempts = attempt_rows(&work.spool());
+    let later: Vec<&str> = attempts
+        .iter()
+        .filter(|a| a.0 == "later@example.com")
+        .map(|a| a.3.as_str())
+        .collect();
+    assert_eq!(later, ["deferred", "delivered"]);
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.2 == "451 4.3.0 mailbox busy, try later")
+    );
+    assert_eq!(counter(&work.spool(), "bounces_sent"), 1);
+}
+
+#[test]
+fn upstream_down_at_first_then_started_gets_every_message_once() {
+    let certs = Certs::new();
+    let port = unused_port();
+    let (work, relay) = relay_for(&certs, port, "starttls", "");
+    for n in 0..5 {
+        submit(&relay, &["ops@example.com"], &format!("queued-{n}"));
+    }
+    wait_until(WAIT, "first attempts deferred", || {
+        recipient_rows(&work.spool())
+            .iter()
+            .all(|r| r.state == "deferred")
+            .then_some(())
+    });
+    let upstream = Upstream::start_on(&certs, port);
+    let received = upstream.wait_for(5, WAIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    let received_after = upstream.received();
+    assert_eq!(received_after.len(), 5, "nothing delivered twice");
+    let mut subjects = subjects(&received);
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        (0..5).map(|n| format!("queued-{n}")).collect::<Vec<_>>()
+    );
+    let deferred_reason = recipient_rows(&work.spool());
+    assert!(deferred_reason.iter().all(|r| r.state == "delivered"));
+    let attempts = attempt_rows(&work.spool());
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.3 == "deferred" && a.2.contains("unreachable")),
+        "{attempts:?}"
+    );
+}
+
+#[test]
+fn primary_down_secondary_takes_the_message_at_once() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    let work = Workdir::new("");
+    let password = password_file(work.dir.path(), PASSWORD);
+    let dead = unused_port();
+    let config = delivery_config(
+        &[
+            upstream_table(dead, "starttls", &password, Some(&certs.ca())),
+            upstream_table(upstream.starttls, "starttls", &password, Some(&certs.ca())),
+        ],
+        "",
+    );
+    std::fs::write(
+        work.config(),
+        format!("hostname = \"relay.test\"\n{config}"),
+    )
+    .unwrap();
+    let relay = Relay::start(&work);
+    let started = Instant::now();
+    submit(&relay, &["ops@example.com"], "failover");
+    upstream.wait_for(1, WAIT);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failover is immediate, not after a retry"
+    );
+    let attempts = attempt_rows(&work.spool());
+    assert_eq!(attempts.len(), 1, "one attempt, carried by the secondary");
+    assert_eq!(
+        attempts[0].1.as_deref(),
+        Some(format!("127.0.0.1:{}", upstream.starttls).as_str())
+    );
+    assert_eq!(attempts[0].3, "delivered");
+}
+
+#[test]
+fn unverifiable_certificate_and_wrong_password_hold_until_fixed_and_reloaded() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    let work = Workdir::new("");
+    let wrong = "wrong-passw0rd-never-logged";
+    let password = password_file(work.dir.path(), wrong);
+    let write_config = |ca: Option<&std::path::Path>| {
+        let config = delivery_config(
+            &[upstream_table(upstream.starttls, "starttls", &password, ca)],
+            "bounce_address = \"bounces@example.com\"\n",
+        );
+        std::fs::write(
+            work.config(),
+            format!("hostname = \"relay.test\"\n{config}"),
+        )
+        .unwrap();
+    };
+    // No CA: the test CA's certificate cannot be verified against the system roots.
+    write_config(None);
+    let relay = Relay::start(&work);
+    submit(&relay, &["ops@example.com"], "held");
+    let row = wait_until(WAIT, "held for the certificate", || {
+        recipient_rows(&work.spool())
+            .into_iter()
+            .find(|r| r.state == "held")
+    });
+    assert_eq!(row.held_by.as_deref(), Some("config"));
+    let reason = row.last_reply.unwrap();
+    assert!(
+        reason.contains("TLS") && reason.contains("certificate"),
+        "{reason}"
+    );
+
+    // CA fixed, password still wrong: held again, for AUTH this time.
+    write_config(Some(&certs.ca()));
+    relay.hup();
+    let row = wait_until(WAIT, "held for AUTH", || {
+        recipient_rows(&work.spool()).into_iter().find(|r| {
+            r.state == "held" && r.last_reply.as_deref().is_some_and(|t| t.contains("AUTH"))
+        })
+    });
+    assert!(row.last_reply.unwrap().contains("535"));
+
+    // Password fixed and reloaded: delivered. Nothing was ever bounced.
+    password_file(work.dir.path(), PASSWORD);
+    relay.hup();
+    upstream.wait_for(1, WAIT);
+    wait_until(WAIT, "delivered", || {
+        (states(&work) == [("ops@example.com".to_string(), "delivered".to_string())]).then_some(())
+    });
+    assert_eq!(counter(&work.spool(), "bounces_sent"), 0);
+    assert!(counter(&work.spool(), "config_errors") >= 2);
+    let logs = relay.all_logs();
+    assert!(logs.contains("held"), "the hold is logged");
+    for secret in [wrong, PASSWORD] {
+        assert!(!logs.contains(secret), "a password appeared in the logs");
+        let attempts = attempt_rows(&work.spool());
+        assert!(
+            !format!("{attempts:?}").contains(secret),
+            "a password appeared in the history"
+        );
+    }
+}
+
+#[test]
+fn kill_9_during_a_delivery_batch_loses_nothing_and_duplicates_only_in_flight() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    upstream.script(json!({"delay_ms": 150}));
+    let (work, relay) = relay_for(&certs, upstream.starttls, "starttls", "connections = 2\n");
+    let total = 20;
+    for n in 0..total {
+        submit(&relay, &["ops@example.com"], &format!("batch-{n}"));
+    }
+    wait_until(WAIT, "some deliveries", || {
+        (upstream.received().len() >= 3).then_some(())
+    });
+    relay.kill9();
+    let restarted = Relay::start(&work);
+    wait_until(Duration::from_secs(40), "every message delivered", || {
+        recipient_rows(&work.spool())
+            .iter()
+            .all(|r| r.state == "delivered")
+            .then_some(())
+    });
+    let mut subjects = subjects(&upstream.received());
+    let delivered = subjects.len();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), total, "every message arrived");
+    let duplicates = delivered - total;
+    eprintln!("kill -9 mid-batch: {duplicates} duplicate(s) of {total}");
+    assert!(
+        duplicates <= 2,
+        "duplicates ({duplicates}) are at most the in-flight messages (2 connections)"
+    );
+    drop(restarted);
+}
+
+#[test]
+fn rate_cap_spaces_messages() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    let work = Workdir::new("");
+    let password = password_file(work.dir.path(), PASSWORD);
+    let table = upstream_table(upstream.starttls, "starttls", &password, Some(&certs.ca()))
+        + "max_messages_per_second = 10\n";
+    let config = delivery_config(&[table], "");
+    std::fs::write(
+        work.config(),
+        format!("hostname = \"relay.test\"\n{config}"),
+    )
+    .unwrap();
+    let relay = Relay::start(&work);
+    let total = 30;
+    // One client sends all 30 in a fraction of a second; only the cap spreads them out.
+    let output = std::process::Command::new("python3")
+        .args([
+            &peer("smtp_load.py"),
+            &relay.port().to_string(),
+            "1",
+            &total.to_string(),
+        ])
+        .output()
+        .expect("python3");
+    let load: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(load["ids"].as_array().unwrap().len(), total);
+    let received = upstream.wait_for(total, Duration::from_secs(30));
+    let times: Vec<f64> = received
+        .iter()
+        .map(|m| m["received_at"].as_f64().unwrap())
+        .collect();
+    let elapsed = Duration::from_secs_f64(times[total - 1] - times[0]);
+    eprintln!("{total} messages at 10/s: {elapsed:?} from the first to the last");
+    // 30 at 10/s: at least 2.9 s from the first slot to the last, whatever the machine.
+    assert!(elapsed >= Duration::from_millis(2500), "{elapsed:?}");
+}
