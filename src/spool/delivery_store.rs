@@ -267,6 +267,9 @@ impl DeliveryStore {
             .await
             .map_err(write_error)?;
             bump(&mut tx, record.state.name(), 1).await?;
+            if record.state == RecipientState::Held(HeldBy::Bounce) {
+                bump(&mut tx, "bounce_failures", 1).await?;
+            }
         }
         if let Some(bounce) = bounce {
             insert_message(&mut tx, bounce).await.map_err(write_error)?;

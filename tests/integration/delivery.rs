@@ -422,3 +422,89 @@ fn rate_cap_spaces_messages() {
     // 30 at 10/s: at least 2.9 s from the first slot to the last, whatever the machine.
     assert!(elapsed >= Duration::from_millis(2500), "{elapsed:?}");
 }
+
+#[test]
+fn new_mail_is_picked_up_at_once_and_one_connection_carries_many() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    // A poll this slow would take 30 s: only the commit signal can explain fast delivery.
+    let (_work, relay) = relay_for(
+        &certs,
+        upstream.starttls,
+        "starttls",
+        "poll_interval = \"30s\"\nconnections = 1\n",
+    );
+    let started = Instant::now();
+    submit(&relay, &["ops@example.com"], "prompt");
+    upstream.wait_for(1, Duration::from_secs(5));
+    let latency = started.elapsed();
+    eprintln!("submission to upstream: {latency:?}");
+    assert!(latency < Duration::from_secs(3), "{latency:?}");
+    for n in 0..4 {
+        submit(&relay, &["ops@example.com"], &format!("reuse-{n}"));
+    }
+    let received = upstream.wait_for(5, WAIT);
+    let ports: std::collections::BTreeSet<u64> = received
+        .iter()
+        .map(|m| m["peer_port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ports.len(),
+        1,
+        "all five over one reused connection: {ports:?}"
+    );
+}
+
+#[test]
+fn queue_lifetime_bounces_and_a_failed_bounce_is_held_not_bounced() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    upstream.script(json!({"rcpt": {
+        "slow@example.com": ["451 4.3.0 still busy"],
+        "gone@example.com": ["550 5.1.1 no such user"],
+    }}));
+    let (work, relay) = relay_for(
+        &certs,
+        upstream.starttls,
+        "starttls",
+        "queue_lifetime = \"2s\"\n",
+    );
+    // Deferred until its lifetime runs out, then bounced to the sender.
+    submit(&relay, &["slow@example.com"], "expires");
+    let received = upstream.wait_for(1, WAIT);
+    assert_eq!(received[0]["mail_from"], "<>");
+    assert_eq!(received[0]["rcpt_tos"], json!(["app@example.com"]));
+    let text = String::from_utf8_lossy(&data(&received[0])).to_string();
+    assert!(
+        text.contains("Final-Recipient: rfc822; slow@example.com"),
+        "{text}"
+    );
+    assert!(
+        text.contains("451 4.3.0 still busy"),
+        "the last reply is in the DSN"
+    );
+
+    // A bounce (null sender) that fails permanently is held, never bounced again.
+    let result = smtplib_send(
+        relay.port(),
+        "",
+        &["gone@example.com"],
+        b"Subject: a bounce\r\n\r\nx\r\n",
+        &[],
+    );
+    assert_eq!(result["data"][0], 250);
+    let row = wait_until(WAIT, "failed bounce held", || {
+        recipient_rows(&work.spool())
+            .into_iter()
+            .find(|r| r.address == "gone@example.com" && r.state == "held")
+    });
+    assert_eq!(row.held_by.as_deref(), Some("bounce"));
+    assert_eq!(counter(&work.spool(), "bounce_failures"), 1);
+    assert_eq!(
+        counter(&work.spool(), "bounces_sent"),
+        1,
+        "no bounce of the bounce"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(upstream.received().len(), 1);
+}

@@ -137,11 +137,24 @@ pub fn password_file(dir: &Path, password: &str) -> PathBuf {
     path
 }
 
-/// `[delivery]` with test-sized timings and one `[[upstream]]` table per entry.
+/// `[delivery]` with test-sized timings (keys in `extra_delivery` win) and one `[[upstream]]`
+/// table per entry.
 pub fn delivery_config(upstreams: &[String], extra_delivery: &str) -> String {
-    let mut config = format!(
-        "[delivery]\nretry_initial = \"1s\"\nretry_max = \"2s\"\npoll_interval = \"200ms\"\nupstream_cooldown = \"1s\"\nconnect_timeout = \"5s\"\ncommand_timeout = \"10s\"\ndata_timeout = \"10s\"\n{extra_delivery}\n"
-    );
+    let defaults = [
+        ("retry_initial", "\"1s\""),
+        ("retry_max", "\"2s\""),
+        ("poll_interval", "\"200ms\""),
+        ("upstream_cooldown", "\"1s\""),
+        ("connect_timeout", "\"5s\""),
+        ("command_timeout", "\"10s\""),
+        ("data_timeout", "\"10s\""),
+    ];
+    let mut config = format!("[delivery]\n{extra_delivery}\n");
+    for (key, value) in defaults {
+        if !extra_delivery.contains(&format!("{key} =")) {
+            config.push_str(&format!("{key} = {value}\n"));
+        }
+    }
     for upstream in upstreams {
         config.push_str("[[upstream]]\n");
         config.push_str(upstream);

@@ -65,6 +65,7 @@ class Handler:
             "mail_options": envelope.mail_options,
             "helo": session.host_name,
             "received_at": time.time(),
+            "peer_port": session.peer[1],
         }
         with open(self.directory / "received.jsonl", "a") as out:
             out.write(json.dumps(record) + "\n")
