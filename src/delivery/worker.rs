@@ -15,7 +15,7 @@ use super::classify::{Disposition, classify, is_throttling};
 use super::dsn::{Bounce, Failure, status_of};
 use super::upstream::{Broken, Connection, Reply, Transaction, Unusable};
 use crate::spool::{
-    AttemptRecord, ClaimedMessage, ClaimedRecipient, HeldBy, RecipientState, now_ms,
+    AttemptRecord, ClaimedMessage, ClaimedRecipient, HeldBy, NewMessage, RecipientState, now_ms,
 };
 
 /// Connections idle this long are closed (SES closes idle ones itself after a while).
@@ -72,8 +72,48 @@ enum Attempt {
         upstream: String,
         replies: Vec<Reply>,
     },
-    /// No upstream could take the message; the reasons, by upstream.
-    NoUpstream(Vec<(String, String, bool)>),
+    /// No upstream could take the message.
+    NoUpstream(Vec<UpstreamFailure>),
+}
+
+struct UpstreamFailure {
+    upstream: String,
+    reason: String,
+    config_error: bool,
+}
+
+impl Attempt {
+    /// The upstream that answered, and each recipient's disposition with the reply behind it.
+    /// When no upstream could be used, every recipient shares the reasons: held if any was a
+    /// configuration error, deferred otherwise.
+    fn outcomes(
+        &self,
+        hold_on: &[String],
+        recipients: usize,
+    ) -> (Option<String>, Vec<(Disposition, String)>) {
+        match self {
+            Attempt::Replies { upstream, replies } => (
+                Some(upstream.clone()),
+                replies
+                    .iter()
+                    .map(|r| (classify(r, hold_on), r.to_string()))
+                    .collect(),
+            ),
+            Attempt::NoUpstream(failures) => {
+                let text = failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.upstream, f.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let disposition = if failures.iter().any(|f| f.config_error) {
+                    Disposition::Held
+                } else {
+                    Disposition::Deferred
+                };
+                (None, vec![(disposition, text); recipients])
+            }
+        }
+    }
 }
 
 async fn deliver(shared: &Shared, connections: &mut Connections, message: ClaimedMessage) {
@@ -83,32 +123,9 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
         let started = Instant::now();
         let attempt = attempt(shared, connections, &message, chunk).await;
         let duration_ms = started.elapsed().as_millis() as i64;
+        let (upstream, outcomes) = attempt.outcomes(&shared.config.hold_on, chunk.len());
         let mut records = Vec::with_capacity(chunk.len());
-        let mut failures = Vec::new();
-        let (upstream, replies): (Option<String>, Vec<(Disposition, String)>) = match &attempt {
-            Attempt::Replies { upstream, replies } => (
-                Some(upstream.clone()),
-                replies
-                    .iter()
-                    .map(|r| (classify(r, &shared.config.hold_on), r.to_string()))
-                    .collect(),
-            ),
-            Attempt::NoUpstream(reasons) => {
-                let config_error = reasons.iter().any(|(_, _, config)| *config);
-                let text = reasons
-                    .iter()
-                    .map(|(name, reason, _)| format!("{name}: {reason}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let disposition = if config_error {
-                    Disposition::Held
-                } else {
-                    Disposition::Deferred
-                };
-                (None, vec![(disposition, text); chunk.len()])
-            }
-        };
-        for (recipient, (disposition, reply)) in chunk.iter().zip(replies) {
+        for (recipient, (disposition, reply)) in chunk.iter().zip(outcomes) {
             let state = decide(
                 shared,
                 &message,
@@ -117,9 +134,6 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
                 &reply,
                 upstream.as_deref(),
             );
-            if state == RecipientState::Bounced {
-                failures.push((recipient.address.clone(), reply.clone()));
-            }
             records.push(AttemptRecord {
                 recipient_id: recipient.id,
                 state,
@@ -129,34 +143,7 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
                 duration_ms,
             });
         }
-        let bounce = (!failures.is_empty()).then(|| {
-            let to = shared
-                .config
-                .bounce_address
-                .as_deref()
-                .unwrap_or(&message.sender);
-            Bounce {
-                hostname: &shared.hostname,
-                to,
-                original_id: &message.id,
-                original_sender: &message.sender,
-                arrival_ms: message.received_at_ms,
-                original_message: &message.body,
-                failures: failures
-                    .iter()
-                    .map(|(recipient, reply)| Failure {
-                        recipient,
-                        diagnostic: reply,
-                        status: status_of(reply),
-                        remote_mta: upstream.as_deref(),
-                    })
-                    .collect(),
-            }
-            .into_message()
-        });
-        if let Some(bounce) = &bounce {
-            tracing::info!(queue_id = %message.id, bounce_id = %bounce.id, to = %bounce.recipients[0].address, "bounce queued");
-        }
+        let bounce = bounce_for(shared, &message, chunk, &records, upstream.as_deref());
         if let Err(error) = shared
             .store
             .record(&message.id, &records, bounce.as_ref(), now_ms())
@@ -167,6 +154,47 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
             tracing::error!(queue_id = %message.id, %error, "cannot record delivery outcome");
         }
     }
+}
+
+/// One DSN for the recipients of this attempt that bounced, if any did.
+fn bounce_for(
+    shared: &Shared,
+    message: &ClaimedMessage,
+    chunk: &[ClaimedRecipient],
+    records: &[AttemptRecord],
+    upstream: Option<&str>,
+) -> Option<NewMessage> {
+    let failures: Vec<Failure> = chunk
+        .iter()
+        .zip(records)
+        .filter(|(_, record)| record.state == RecipientState::Bounced)
+        .map(|(recipient, record)| Failure {
+            recipient: &recipient.address,
+            diagnostic: &record.reply,
+            status: status_of(&record.reply),
+            remote_mta: upstream,
+        })
+        .collect();
+    if failures.is_empty() {
+        return None;
+    }
+    let to = shared
+        .config
+        .bounce_address
+        .as_deref()
+        .unwrap_or(&message.sender);
+    let bounce = Bounce {
+        hostname: &shared.hostname,
+        to,
+        original_id: &message.id,
+        original_sender: &message.sender,
+        arrival_ms: message.received_at_ms,
+        original_message: &message.body,
+        failures,
+    }
+    .into_message();
+    tracing::info!(queue_id = %message.id, bounce_id = %bounce.id, %to, "bounce queued");
+    Some(bounce)
 }
 
 /// Turns a classified reply into the recipient's next state, logging it.
@@ -236,7 +264,7 @@ async fn attempt(
         recipients: &addresses,
         body: &message.body,
     };
-    let mut reasons = Vec::new();
+    let mut failures = Vec::new();
     for index in shared.upstream_order() {
         let upstream = &shared.upstreams[index];
         let name = upstream.endpoint.upstream.name();
@@ -249,11 +277,11 @@ async fn attempt(
                     Ok(connection) => (connection, false),
                     Err(unusable) => {
                         note_unusable(shared, index, &name, &unusable).await;
-                        reasons.push((
-                            name.clone(),
-                            unusable.to_string(),
-                            unusable.is_config_error(),
-                        ));
+                        failures.push(UpstreamFailure {
+                            upstream: name.clone(),
+                            reason: unusable.to_string(),
+                            config_error: unusable.is_config_error(),
+                        });
                         break;
                     }
                 },
@@ -281,13 +309,17 @@ async fn attempt(
                     };
                     tracing::warn!(upstream = %name, %reason, "upstream failed during the transaction");
                     upstream.mark_down(shared.config.upstream_cooldown);
-                    reasons.push((name.clone(), reason, false));
+                    failures.push(UpstreamFailure {
+                        upstream: name.clone(),
+                        reason,
+                        config_error: false,
+                    });
                     break;
                 }
             }
         }
     }
-    Attempt::NoUpstream(reasons)
+    Attempt::NoUpstream(failures)
 }
 
 async fn note_unusable(shared: &Shared, index: usize, name: &str, unusable: &Unusable) {
