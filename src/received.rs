@@ -5,20 +5,24 @@ use chrono::Utc;
 
 use crate::spool::QueueId;
 
-/// For mail that arrived over SMTP: `from HELO ([IP])`, our name, protocol and queue ID, and
-/// the recipient when there is only one (more would disclose Bcc recipients).
+/// For mail that arrived over SMTP: `from HELO ([IP])` (left out when the client's address is
+/// private and hidden), our name, protocol and queue ID, and the recipient when there is only
+/// one (more would disclose Bcc recipients).
 pub fn smtp_header(
-    helo: Option<&str>,
-    client: &str,
+    from: Option<(Option<&str>, &str)>,
     hostname: &str,
     protocol: &str,
     id: &QueueId,
     single_recipient: Option<&str>,
 ) -> Vec<u8> {
-    let helo = helo.map(sanitize).unwrap_or_else(|| "unknown".into());
-    let mut header = format!(
-        "Received: from {helo} ({client})\r\n\tby {hostname} (smarthost) with {protocol} id {id}"
-    );
+    let mut header = String::from("Received: ");
+    if let Some((helo, client)) = from {
+        let helo = helo.map(sanitize).unwrap_or_else(|| "unknown".into());
+        header.push_str(&format!("from {helo} ({client})\r\n\t"));
+    }
+    header.push_str(&format!(
+        "by {hostname} (smarthost) with {protocol} id {id}"
+    ));
     if let Some(recipient) = single_recipient {
         header.push_str(&format!("\r\n\tfor <{}>", sanitize(recipient)));
     }
@@ -57,8 +61,7 @@ mod tests {
     fn smtp_header_is_folded_and_names_the_path() {
         let id = QueueId::generate();
         let header = String::from_utf8(smtp_header(
-            Some("client.test"),
-            "[127.0.0.1]",
+            Some((Some("client.test"), "[127.0.0.1]")),
             "relay.test",
             "ESMTP",
             &id,
@@ -73,11 +76,20 @@ mod tests {
     }
 
     #[test]
+    fn hidden_client_leaves_only_our_side() {
+        let id = QueueId::generate();
+        let header =
+            String::from_utf8(smtp_header(None, "relay.test", "ESMTP", &id, None)).unwrap();
+        assert!(header.starts_with(&format!(
+            "Received: by relay.test (smarthost) with ESMTP id {id}; "
+        )));
+    }
+
+    #[test]
     fn client_text_cannot_break_the_header() {
         let id = QueueId::generate();
         let header = smtp_header(
-            Some("evil\r\nX-Injected: 1 (x)"),
-            "[127.0.0.1]",
+            Some((Some("evil\r\nX-Injected: 1 (x)"), "[127.0.0.1]")),
             "r.test",
             "SMTP",
             &id,

@@ -12,8 +12,10 @@ use serde::Deserialize;
 use crate::policy::{SenderDomains, TrustedNetworks};
 
 mod delivery;
+mod rewrite;
 
 pub use delivery::{Credentials, DeliveryConfig, RetryPolicy, Secret, TlsMode, Upstream};
+pub use rewrite::RewriteConfig;
 
 /// Where `--config` points when it is not given, if the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smarthost/smarthost.toml";
@@ -48,6 +50,8 @@ struct RawConfig {
     spool: RawSpool,
     #[serde(default)]
     delivery: delivery::RawDelivery,
+    #[serde(default)]
+    rewrite: rewrite::RawRewrite,
     /// `[[upstream]]` tables, in priority order.
     #[serde(default)]
     upstream: Vec<delivery::RawUpstream>,
@@ -115,6 +119,10 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub spool: SpoolConfig,
     pub delivery: DeliveryConfig,
+    pub rewrite: RewriteConfig,
+    /// The name given in EHLO to upstreams (never an internal one); empty when there are no
+    /// upstreams to greet.
+    pub upstream_helo: String,
     /// Things that work but deserve the operator's attention, logged at start.
     pub warnings: Vec<String>,
 }
@@ -198,6 +206,21 @@ impl Config {
         };
         validate_hostname(&hostname)?;
         let mut warnings = Vec::new();
+        let delivery = delivery::validate(raw.delivery, raw.upstream, &mut warnings)?;
+        let rewrite = rewrite::validate(raw.rewrite)?;
+        let upstream_helo = if delivery.upstreams.is_empty() {
+            String::new()
+        } else {
+            rewrite::upstream_helo(&rewrite, &hostname, &mut warnings)?
+        };
+        if rewrite.internal_names.is_internal(&hostname)
+            && rewrite.sender_domain.is_none()
+            && rewrite.internal_sender.is_none()
+        {
+            warnings.push(format!(
+                "host name '{hostname}' is internal and neither rewrite.sender_domain nor rewrite.internal_sender is set: local senders such as root@{hostname} are sent as they are, and upstreams will refuse them"
+            ));
+        }
         Ok(Config {
             hostname,
             smtp: validate_smtp(raw.smtp)?,
@@ -205,7 +228,9 @@ impl Config {
                 path: raw.spool.path,
                 busy_timeout: duration("spool.busy_timeout", &raw.spool.busy_timeout)?,
             },
-            delivery: delivery::validate(raw.delivery, raw.upstream, &mut warnings)?,
+            delivery,
+            rewrite,
+            upstream_helo,
             warnings,
         })
     }

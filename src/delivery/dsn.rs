@@ -17,6 +17,7 @@ pub struct Failure<'a> {
 }
 
 pub struct Bounce<'a> {
+    /// Our public name: Reporting-MTA, the From domain and the Message-ID domain.
     pub hostname: &'a str,
     /// Where the bounce goes: `bounce_address`, or the original envelope sender.
     pub to: &'a str,
@@ -115,6 +116,7 @@ impl Bounce<'_> {
             },
             smtputf8: !self.to.is_ascii(),
             body,
+            rewrites: Vec::new(),
         }
     }
 }

@@ -69,7 +69,7 @@ impl Shared {
             .iter()
             .map(|upstream| {
                 Ok(UpstreamState {
-                    endpoint: Endpoint::new(upstream.clone(), config.hostname.clone())
+                    endpoint: Endpoint::new(upstream.clone(), config.upstream_helo.clone())
                         .map_err(|e| format!("upstream {}: {e}", upstream.name()))?,
                     rate: RateLimiter::new(upstream.max_messages_per_second),
                     down_until: StdMutex::new(None),
@@ -84,7 +84,12 @@ impl Shared {
                 data: delivery.data_timeout,
             },
             config: delivery,
-            hostname: config.hostname.clone(),
+            // Bounces leave under our public identity, never an internal host name.
+            hostname: config
+                .rewrite
+                .sender_domain
+                .clone()
+                .unwrap_or_else(|| config.upstream_helo.clone()),
             upstreams,
             store,
         })

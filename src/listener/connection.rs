@@ -9,8 +9,9 @@ use tokio::sync::watch;
 
 use super::reply::{self, Reply};
 use super::session::{AcceptedMessage, Peer, Session, SessionPolicy, Step};
+use crate::intake::{self, Submission};
 use crate::received;
-use crate::spool::{NewMessage, NewRecipient, QueueId, Spool, SpoolError, now_ms};
+use crate::spool::{QueueId, Spool, SpoolError};
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -105,7 +106,7 @@ async fn read_more<R: AsyncRead + Unpin>(
     result
 }
 
-/// Builds the spooled form of a message (Received header first) and commits it.
+/// Builds the spooled form of a message (rewritten, Received header first) and commits it.
 async fn commit(
     intake: &Intake,
     session: &Session,
@@ -113,7 +114,7 @@ async fn commit(
 ) -> Result<QueueId, SpoolError> {
     let id = QueueId::generate();
     let policy = &intake.policy;
-    let (client_addr, submitter, received) = match session.peer() {
+    let (client_addr, submitter, received, protocol) = match session.peer() {
         Peer::Tcp(ip) => {
             let protocol = match (message.esmtp, message.smtputf8) {
                 (_, true) => "UTF8SMTP",
@@ -124,50 +125,36 @@ async fn commit(
                 [only] => Some(only.to_string()),
                 _ => None,
             };
-            let header = received::smtp_header(
-                message.helo.as_deref(),
-                &format!("[{ip}]"),
-                &policy.hostname,
-                protocol,
-                &id,
-                single.as_deref(),
-            );
-            (Some(ip.to_string()), None, header)
+            let client = format!("[{ip}]");
+            let from = (!policy.rewriter.hides_client(*ip))
+                .then_some((message.helo.as_deref(), client.as_str()));
+            let header =
+                received::smtp_header(from, &policy.hostname, protocol, &id, single.as_deref());
+            let protocol = if message.esmtp { "ESMTP" } else { "SMTP" };
+            (Some(ip.to_string()), None, header, protocol)
         }
         Peer::Local { user, uid } => (
             None,
             Some(user.clone()),
             received::local_header(&policy.hostname, *uid, &id),
+            "LOCAL",
         ),
     };
-    let mut body = received;
-    body.extend_from_slice(&message.body);
-    let sender = message.sender.as_spooled();
-    let new = NewMessage {
+    let submission = Submission {
         id: id.clone(),
-        received_at_ms: now_ms(),
-        original_sender: sender.clone(),
-        sender,
-        recipients: message
-            .recipients
-            .iter()
-            .map(|r| NewRecipient {
-                address: r.to_string(),
-                original_address: r.to_string(),
-            })
-            .collect(),
-        helo: message.helo,
+        sender: message.sender.as_spooled(),
+        recipients: message.recipients.iter().map(|r| r.to_string()).collect(),
+        message: &message.body,
+        received,
+        helo: message.helo.clone(),
         client_addr,
         submitter,
-        protocol: match (session.peer(), message.esmtp) {
-            (Peer::Local { .. }, _) => "LOCAL",
-            (Peer::Tcp(_), true) => "ESMTP",
-            (Peer::Tcp(_), false) => "SMTP",
-        },
+        protocol,
         body_type: message.body_type,
         smtputf8: message.smtputf8,
-        body,
     };
+    let new = intake::prepare(&policy.rewriter, submission)
+        .map_err(|recipient| SpoolError::Write(format!("recipient {recipient} has no route")))?;
     match intake.spool.enqueue(new).await {
         Ok(()) => Ok(id),
         Err(error) => {

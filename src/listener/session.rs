@@ -15,6 +15,7 @@ use super::reply::{self, Reply};
 use crate::config::SessionLimits;
 use crate::envelope::{self, Address, AddressError, ReversePath};
 use crate::policy::{RelayDecision, SenderDomains, TrustedNetworks, routing_trick};
+use crate::rewrite::Rewriter;
 use crate::spool::{BodyType, QueueId, SpoolError};
 
 /// Everything sessions share: who we are, what they may do, whom we relay for.
@@ -24,6 +25,9 @@ pub struct SessionPolicy {
     pub limits: SessionLimits,
     pub trusted_networks: TrustedNetworks,
     pub sender_domains: SenderDomains,
+    /// Identity repair, applied between policy and spool; asked at RCPT whether a local
+    /// recipient has anywhere to go.
+    pub rewriter: Rewriter,
 }
 
 impl SessionPolicy {
@@ -33,6 +37,7 @@ impl SessionPolicy {
             limits: config.smtp.limits.clone(),
             trusted_networks: config.smtp.trusted_networks.clone(),
             sender_domains: config.smtp.allowed_sender_domains.clone(),
+            rewriter: Rewriter::from_config(config),
         }
     }
 }
@@ -303,6 +308,12 @@ impl Session {
         if self.relay == RelayDecision::Deny {
             tracing::warn!(peer = ?self.peer, %recipient, "relay access denied");
             return self.error(reply::RELAY_DENIED);
+        }
+        if self.policy.rewriter.route(&recipient.to_string()).is_err() {
+            return self.error(Reply::new(
+                550,
+                format!("5.1.1 <{recipient}>: local recipient with no alias; set rewrite.aliases or rewrite.admin_address"),
+            ));
         }
         if count >= self.policy.limits.max_recipients {
             return Step::Reply(reply::TOO_MANY_RECIPIENTS);

@@ -50,6 +50,8 @@ pub struct NewMessage {
     pub smtputf8: bool,
     /// The whole message as it will be sent: our Received header, then the client's bytes.
     pub body: Vec<u8>,
+    /// What the rewrite stage changed, for the operator.
+    pub rewrites: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -138,8 +138,8 @@ pub(super) async fn insert_message(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO messages (id, received_at, sender, original_sender, helo, client_addr,
-             submitter, protocol, body_type, smtputf8, size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             submitter, protocol, body_type, smtputf8, size, rewrites)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .bind(m.id.as_str())
     .bind(m.received_at_ms)
@@ -152,6 +152,7 @@ pub(super) async fn insert_message(
     .bind(m.body_type.as_str())
     .bind(m.smtputf8)
     .bind(m.body.len() as i64)
+    .bind(m.rewrites.join("\n"))
     .execute(&mut *conn)
     .await?;
     sqlx::query("INSERT INTO bodies (message_id, data) VALUES (?1, ?2)")

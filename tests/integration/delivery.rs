@@ -30,7 +30,7 @@ fn relay_for(certs: &Certs, port: u16, tls: &str, extra_delivery: &str) -> (Work
 
 fn message(subject: &str) -> String {
     format!(
-        "From: app@example.com\r\nSubject: {subject}\r\n\r\n.first body line starts with a dot\r\nbody of {subject}\r\n"
+        "From: app@example.com\r\nSubject: {subject}\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\n\r\n.first body line starts with a dot\r\nbody of {subject}\r\n"
     )
 }
 

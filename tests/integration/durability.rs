@@ -12,7 +12,7 @@ fn message_acknowledged_before_kill_9_is_in_the_spool_after_restart() {
     let mut c = RawClient::connect(relay.addr);
     c.start_transaction("cron@example.com", "ops@example.com");
     assert!(c.command("DATA").starts_with("354"));
-    c.send(b"Subject: survive\r\n\r\nplease\r\n.\r\n");
+    c.send(b"Subject: survive\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\n\r\nplease\r\n.\r\n");
     let reply = c.reply();
     assert!(reply.starts_with("250 2.0.0"));
     // No QUIT, no goodbye: the process dies right after the 250.
@@ -25,7 +25,7 @@ fn message_acknowledged_before_kill_9_is_in_the_spool_after_restart() {
     assert_eq!(spooled[0].id, id);
     assert_eq!(
         spooled[0].body_after_received(),
-        b"Subject: survive\r\n\r\nplease\r\n"
+        b"Subject: survive\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\n\r\nplease\r\n"
     );
     // The restarted relay keeps accepting on the same spool.
     let result = smtplib_send(
@@ -47,7 +47,7 @@ fn sigterm_lets_data_finish_and_refuses_idle_sessions() {
     let mut sending = RawClient::connect(relay.addr);
     sending.start_transaction("a@example.com", "b@example.com");
     assert!(sending.command("DATA").starts_with("354"));
-    sending.send(b"Subject: in flight\r\n\r\nfirst half\r\n");
+    sending.send(b"Subject: in flight\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\n\r\nfirst half\r\n");
     nix::sys::signal::kill(relay.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(
         idle.reply().starts_with("421 4.3.2"),
@@ -65,7 +65,7 @@ fn sigterm_lets_data_finish_and_refuses_idle_sessions() {
     assert_eq!(spooled.len(), 1);
     assert_eq!(
         spooled[0].body_after_received(),
-        b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n"
+        b"Subject: in flight\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\n\r\nfirst half\r\nsecond half\r\n"
     );
 }
 

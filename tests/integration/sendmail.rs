@@ -72,14 +72,24 @@ fn every_callers_flag_line_spools_the_right_envelope() {
         ),
     ];
     for (caller, flags, sender, recipients) in cases {
-        let work = Workdir::new("");
+        let work = Workdir::new("[rewrite.aliases]\nroot = \"ops@example.com\"\n");
         let args: Vec<&str> = flags.split(' ').collect();
         run_ok(&work, &args, CRON_MESSAGE);
         let spooled = spooled(&work.spool());
         assert_eq!(spooled.len(), 1, "{caller}");
         let m = &spooled[0];
-        assert_eq!(&m.sender, sender, "{caller}: sender");
-        assert_eq!(m.recipient_addresses(), *recipients, "{caller}: recipients");
+        assert_eq!(&m.original_sender, sender, "{caller}: sender");
+        assert_eq!(m.original_recipients(), *recipients, "{caller}: recipients");
+        let routed = if *recipients == ["root"] {
+            "ops@example.com"
+        } else {
+            recipients[0]
+        };
+        assert_eq!(
+            m.recipient_addresses(),
+            [routed],
+            "{caller}: routed recipients"
+        );
         assert_eq!(
             m.submitter.as_deref(),
             Some(user.as_str()),

@@ -9,7 +9,7 @@ use crate::support::*;
 fn smtplib_message_is_spooled_byte_exact_with_envelope() {
     let work = Workdir::new("");
     let relay = Relay::start(&work);
-    let message = "From: App <app@example.com>\r\nTo: ops@example.com\r\nSubject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n\r\n.leading dot on a body line\r\n..two dots\r\n8-bit: gr\u{fc}\u{df}e\r\n\r\nlast line\r\n";
+    let message = "From: App <app@example.com>\r\nTo: ops@example.com\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\nSubject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n\r\n.leading dot on a body line\r\n..two dots\r\n8-bit: gr\u{fc}\u{df}e\r\n\r\nlast line\r\n";
     let result = smtplib_send(
         relay.port(),
         "app@example.com",
@@ -35,7 +35,7 @@ fn smtplib_message_is_spooled_byte_exact_with_envelope() {
         m.recipient_addresses(),
         ["ops@example.com", "dev@example.org"]
     );
-    for (_, state, attempts, next_attempt_at) in &m.recipients {
+    for (_, state, attempts, next_attempt_at, _) in &m.recipients {
         assert_eq!((state.as_str(), *attempts), ("queued", 0));
         assert!(*next_attempt_at > 0);
     }
@@ -250,12 +250,12 @@ fn busy_spool_answers_452_and_the_session_goes_on() {
     assert!(c.command("MAIL FROM:<a@example.com>").starts_with("250"));
     assert!(c.command("RCPT TO:<b@example.com>").starts_with("250"));
     assert!(c.command("DATA").starts_with("354"));
-    c.send(b"Subject: after\r\n\r\ny\r\n.\r\n");
+    c.send(b"Subject: after\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\n\r\ny\r\n.\r\n");
     assert!(c.reply().starts_with("250 2.0.0"));
     let spooled = spooled(&work.spool());
     assert_eq!(spooled.len(), 1);
     assert_eq!(
         spooled[0].body_after_received(),
-        b"Subject: after\r\n\r\ny\r\n"
+        b"Subject: after\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\n\r\ny\r\n"
     );
 }

@@ -363,13 +363,18 @@ pub struct Spooled {
     pub client_addr: Option<String>,
     pub body_type: String,
     pub body: Vec<u8>,
-    /// (address, state, attempts, next_attempt_at)
-    pub recipients: Vec<(String, String, i64, i64)>,
+    /// (address, state, attempts, next_attempt_at, original address)
+    pub recipients: Vec<(String, String, i64, i64, String)>,
 }
 
 impl Spooled {
     pub fn recipient_addresses(&self) -> Vec<String> {
         self.recipients.iter().map(|r| r.0.clone()).collect()
+    }
+
+    /// The recipients as the client gave them, before aliases.
+    pub fn original_recipients(&self) -> Vec<String> {
+        self.recipients.iter().map(|r| r.4.clone()).collect()
     }
 
     /// The body after our Received header: what the client sent.
@@ -421,14 +426,14 @@ pub fn spooled(spool: &Path) -> Vec<Spooled> {
         for row in rows {
             let id: String = row.get(0);
             let recipients = sqlx::query(
-                "SELECT address, state, attempts, next_attempt_at FROM recipients WHERE message_id = ? ORDER BY id",
+                "SELECT address, state, attempts, next_attempt_at, original_address FROM recipients WHERE message_id = ? ORDER BY id",
             )
             .bind(&id)
             .fetch_all(&mut conn)
             .await
             .expect("recipients")
             .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
             .collect();
             result.push(Spooled {
                 id,

@@ -6,6 +6,8 @@ use std::io::Read;
 
 use mail_parser::{HeaderName, MessageParser};
 
+use crate::rewrite::mailbox_address;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     #[error("cannot read the message from standard input: {0}")]
@@ -57,7 +59,12 @@ pub fn extract_recipients(message: &[u8]) -> (Vec<String>, Vec<u8>) {
             continue;
         }
         if let Some(addresses) = header.value.as_address() {
-            recipients.extend(addresses.iter().filter_map(bare_or_address));
+            recipients.extend(
+                addresses
+                    .iter()
+                    .filter_map(mailbox_address)
+                    .map(String::from),
+            );
         }
         if is_bcc {
             bcc_ranges.push(header.offset_field as usize..header.offset_end as usize);
@@ -71,18 +78,6 @@ pub fn extract_recipients(message: &[u8]) -> (Vec<String>, Vec<u8>) {
     }
     kept.extend_from_slice(&message[position..]);
     (recipients, kept)
-}
-
-/// The address of a header mailbox. A bare word (`To: root`, as cron writes it) is parsed by
-/// mail-parser as a display name without an address: it is the local user's name.
-fn bare_or_address(addr: &mail_parser::Addr<'_>) -> Option<String> {
-    match (&addr.address, &addr.name) {
-        (Some(address), _) => Some(address.to_string()),
-        (None, Some(name)) if !name.trim().is_empty() && !name.contains(char::is_whitespace) => {
-            Some(name.to_string())
-        }
-        _ => None,
-    }
 }
 
 /// A message without From gets one naming the envelope sender (and the `-F` full name), as

@@ -17,10 +17,12 @@ use args::{Mode, SenderArg, SendmailArgs};
 use super::exit;
 use crate::config::Config;
 use crate::envelope::Address;
+use crate::intake::{self, Submission};
 use crate::listener::{self, Intake, Peer, SessionPolicy};
 use crate::policy::routing_trick;
 use crate::received;
-use crate::spool::{BodyType, NewMessage, NewRecipient, QueueId, Spool, SpoolError, now_ms};
+use crate::rewrite::Rewriter;
+use crate::spool::{BodyType, NewMessage, QueueId, Spool, SpoolError};
 
 const USAGE: &str =
     "usage: sendmail [-t] [-i] [-f sender] [-F fullname] [-bm|-bs|-bp] [recipient ...]";
@@ -134,23 +136,21 @@ async fn deliver(config: Config, args: SendmailArgs) -> u8 {
             }
         },
     };
+    let rewriter = Rewriter::from_config(&config);
+    if let Some(unroutable) = recipients.iter().find(|r| rewriter.route(r).is_err()) {
+        eprintln!(
+            "sendmail: {unroutable}: local recipient with no alias; set rewrite.aliases or rewrite.admin_address. Message not queued"
+        );
+        return exit::NOUSER;
+    }
     let body = message::ensure_from(body, &sender, args.full_name.as_deref());
     let id = QueueId::generate();
-    let mut spooled = received::local_header(&config.hostname, user.uid, &id);
-    spooled.extend_from_slice(&body);
-    let message = NewMessage {
+    let submission = Submission {
         id: id.clone(),
-        received_at_ms: now_ms(),
-        original_sender: sender.clone(),
-        smtputf8: !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii()),
         sender,
-        recipients: recipients
-            .into_iter()
-            .map(|address| NewRecipient {
-                original_address: address.clone(),
-                address,
-            })
-            .collect(),
+        recipients,
+        message: &body,
+        received: received::local_header(&config.hostname, user.uid, &id),
         helo: None,
         client_addr: None,
         submitter: Some(user.name),
@@ -160,7 +160,14 @@ async fn deliver(config: Config, args: SendmailArgs) -> u8 {
         } else {
             BodyType::EightBitMime
         },
-        body: spooled,
+        smtputf8: false,
+    };
+    let message = match intake::prepare(&rewriter, submission) {
+        Ok(message) => message,
+        Err(recipient) => {
+            eprintln!("sendmail: {recipient}: no route; message not queued");
+            return exit::NOUSER;
+        }
     };
     let direct_error = match enqueue_directly(&config, message.clone()).await {
         Ok(()) => {

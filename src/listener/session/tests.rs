@@ -8,21 +8,18 @@ fn policy(trusted: &[&str], senders: &[&str]) -> Arc<SessionPolicy> {
 }
 
 fn policy_with_errors(trusted: &[&str], senders: &[&str], max_errors: u32) -> Arc<SessionPolicy> {
-    let mut limits = Config::from_toml("hostname = \"relay.test\"")
-        .unwrap()
-        .smtp
-        .limits;
-    limits.max_recipients = 3;
-    limits.max_message_size = 100;
-    limits.max_errors = max_errors;
-    Arc::new(SessionPolicy {
-        hostname: "relay.test".into(),
-        limits,
-        trusted_networks: TrustedNetworks::new(
-            trusted.iter().map(|n| n.parse().unwrap()).collect(),
-        ),
-        sender_domains: SenderDomains::new(senders.iter().map(|s| s.to_string()).collect()),
-    })
+    let config = Config::from_toml(
+        "hostname = \"relay.test\"\n[rewrite.aliases]\nroot = \"ops@example.com\"\n",
+    )
+    .unwrap();
+    let mut policy = SessionPolicy::from_config(&config);
+    policy.limits.max_recipients = 3;
+    policy.limits.max_message_size = 100;
+    policy.limits.max_errors = max_errors;
+    policy.trusted_networks =
+        TrustedNetworks::new(trusted.iter().map(|n| n.parse().unwrap()).collect());
+    policy.sender_domains = SenderDomains::new(senders.iter().map(|s| s.to_string()).collect());
+    Arc::new(policy)
 }
 
 struct Client {
@@ -167,6 +164,19 @@ fn smtputf8_allows_utf8_addresses() {
     c.expect("EHLO x", "250-");
     c.expect("MAIL FROM:<jörg@bücher.example> SMTPUTF8", "250 2.1.0");
     c.expect("RCPT TO:<ops@bücher.example>", "250 2.1.5");
+}
+
+#[test]
+fn local_recipient_without_alias_is_refused_at_rcpt() {
+    let mut c = Client::new("127.0.0.1");
+    c.expect("EHLO x", "250-");
+    c.expect("MAIL FROM:<a@b.example>", "250");
+    c.expect("RCPT TO:<root@localhost>", "250 2.1.5");
+    c.expect(
+        "RCPT TO:<www-data>",
+        "550 5.1.1 <www-data>: local recipient with no alias",
+    );
+    c.expect("RCPT TO:<www-data@web-1.internal>", "550 5.1.1");
 }
 
 #[test]
