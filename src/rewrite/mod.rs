@@ -118,3 +118,62 @@ impl Rewriter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewriter(extra: &str) -> Rewriter {
+        let config = Config::from_toml(&format!(
+            "hostname = \"ip-10-0-0-12.ec2.internal\"\n[rewrite]\nsender_domain = \"example.com\"\n{extra}\n[rewrite.aliases]\nroot = \"ops@example.com\"\n"
+        ))
+        .unwrap();
+        Rewriter::from_config(&config)
+    }
+
+    #[test]
+    fn private_clients_are_hidden_from_received_unless_disabled() {
+        let hiding = rewriter("");
+        for (ip, hidden) in [
+            ("10.0.0.5", true),
+            ("fd00::5", true),
+            ("127.0.0.1", false),
+            ("203.0.113.5", false),
+        ] {
+            assert_eq!(hiding.hides_client(ip.parse().unwrap()), hidden, "{ip}");
+        }
+        let showing = rewriter("hide_internal_received = false");
+        assert!(!showing.hides_client("10.0.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn apply_rewrites_envelope_and_merges_recipients_that_meet() {
+        let r = rewriter("");
+        let id = QueueId::generate();
+        let message = b"From: root\r\nTo: root, root@localhost\r\nSubject: s\r\n\r\nbody\r\n";
+        let recipients = ["root".to_string(), "root@localhost".to_string()];
+        let out = r
+            .apply(&id, "root@ip-10-0-0-12.ec2.internal", &recipients, message)
+            .unwrap();
+        assert_eq!(out.sender, "root@example.com");
+        assert_eq!(out.recipients.len(), 1, "both aliases reach ops@ once");
+        assert_eq!(out.recipients[0].address, "ops@example.com");
+        assert_eq!(out.recipients[0].original_address, "root");
+        let text = String::from_utf8(out.message).unwrap();
+        assert!(
+            text.contains(&format!("Message-ID: <{id}@example.com>\r\n")),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\nbody\r\n"));
+        assert_eq!(
+            r.apply(&id, "", &["nobody@web-1".to_string()], message)
+                .unwrap_err(),
+            "nobody@web-1"
+        );
+        assert_eq!(
+            r.apply(&id, "", &[], message).unwrap().sender,
+            "",
+            "the null sender stays null"
+        );
+    }
+}

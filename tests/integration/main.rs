@@ -4,6 +4,7 @@
 mod cli;
 mod delivery;
 mod durability;
+mod identity;
 mod relay_policy;
 mod sendmail;
 mod smtp_intake;

@@ -450,6 +450,17 @@ pub fn spooled(spool: &Path) -> Vec<Spooled> {
     })
 }
 
+/// The stored rewrite decisions of each message, oldest first.
+pub fn rewrites(spool: &Path) -> Vec<String> {
+    block_on(async {
+        let mut conn = open_spool(spool).await;
+        sqlx::query_scalar("SELECT rewrites FROM messages ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .expect("rewrites")
+    })
+}
+
 /// A counter from the spool's `counters` table.
 pub fn counter(spool: &Path, name: &str) -> i64 {
     block_on(async {
