@@ -46,7 +46,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     }
     let (spool, writer) = Spool::start(&config.spool).await?;
     let store = DeliveryStore::open(&config.spool).await?;
-    let shared = Shared::new(&config, store.clone()).map_err(anyhow::Error::msg)?;
+    let wake = spool.commit_signal();
+    let shared = Shared::new(&config, store.clone(), wake.clone()).map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(config.smtp.listen)
         .await
         .with_context(|| format!("cannot listen on {} (smtp.listen)", config.smtp.listen))?;
@@ -60,18 +61,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         tracing::warn!("no [[upstream]] configured: mail is accepted and queued, not delivered");
         None
     } else {
-        Some(tokio::spawn(delivery::run(
-            shared_rx,
-            spool.commit_signal(),
-            stop_rx,
-        )))
+        Some(tokio::spawn(delivery::run(shared_rx, stop_rx)))
     };
     let stop = async move {
         loop {
             tokio::select! {
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
-                _ = hangup.recv() => reload(config_path.as_deref(), &store, &shared_tx),
+                _ = hangup.recv() => reload(config_path.as_deref(), &store, &wake, &shared_tx),
             }
         }
         tracing::info!("shutdown requested");
@@ -117,6 +114,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
 fn reload(
     path: Option<&std::path::Path>,
     store: &DeliveryStore,
+    wake: &Arc<tokio::sync::Notify>,
     shared: &watch::Sender<Arc<Shared>>,
 ) {
     let config = match Config::load(path) {
@@ -129,7 +127,7 @@ fn reload(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    match Shared::new(&config, store.clone()) {
+    match Shared::new(&config, store.clone(), wake.clone()) {
         Ok(new) => {
             let _ = shared.send(Arc::new(new));
             tracing::info!(

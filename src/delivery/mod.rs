@@ -31,6 +31,9 @@ pub struct Shared {
     timeouts: Timeouts,
     upstreams: Vec<UpstreamState>,
     store: DeliveryStore,
+    /// Wakes the scheduler: signalled by the spool writer after each commit, and by workers
+    /// when they queue a bounce, so that new mail never waits for the poll.
+    wake: Arc<Notify>,
 }
 
 struct UpstreamState {
@@ -62,7 +65,7 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Shared {
     /// Builds the delivery side of a configuration (TLS settings are loaded here, once).
-    pub fn new(config: &Config, store: DeliveryStore) -> Result<Shared, String> {
+    pub fn new(config: &Config, store: DeliveryStore, wake: Arc<Notify>) -> Result<Shared, String> {
         let delivery = config.delivery.clone();
         let upstreams = delivery
             .upstreams
@@ -92,6 +95,7 @@ impl Shared {
                 .unwrap_or_else(|| config.upstream_helo.clone()),
             upstreams,
             store,
+            wake,
         })
     }
 
@@ -119,14 +123,10 @@ impl Shared {
 /// How often finished messages past their retention are removed.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Runs delivery until `shutdown` turns true. `shared` changes on reload; `committed` fires
-/// after each spool commit.
-pub async fn run(
-    mut shared: watch::Receiver<Arc<Shared>>,
-    committed: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Runs delivery until `shutdown` turns true. `shared` changes on reload.
+pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::Receiver<bool>) {
     let store = shared.borrow().store.clone();
+    let wake = shared.borrow().wake.clone();
     match store.clear_leases().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -182,7 +182,7 @@ pub async fn run(
         }
         .min(current.config.poll_interval);
         tokio::select! {
-            _ = committed.notified() => {}
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             changed = shared.changed() => {
                 if changed.is_err() { break }

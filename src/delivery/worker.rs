@@ -144,11 +144,14 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
             });
         }
         let bounce = bounce_for(shared, &message, chunk, &records, upstream.as_deref());
-        if let Err(error) = shared
+        let result = shared
             .store
             .record(&message.id, &records, bounce.as_ref(), now_ms())
-            .await
-        {
+            .await;
+        if result.is_ok() && bounce.is_some() {
+            shared.wake.notify_one();
+        }
+        if let Err(error) = result {
             // The lease runs out and the recipients are tried again: a possible duplicate,
             // never a loss.
             tracing::error!(queue_id = %message.id, %error, "cannot record delivery outcome");

@@ -275,7 +275,11 @@ fn primary_down_secondary_takes_the_message_at_once() {
         started.elapsed() < Duration::from_secs(5),
         "failover is immediate, not after a retry"
     );
-    let attempts = attempt_rows(&work.spool());
+    // The upstream has the message; the relay records the outcome right after its reply.
+    let attempts = wait_until(WAIT, "the attempt recorded", || {
+        let attempts = attempt_rows(&work.spool());
+        (!attempts.is_empty()).then_some(attempts)
+    });
     assert_eq!(attempts.len(), 1, "one attempt, carried by the secondary");
     assert_eq!(
         attempts[0].1.as_deref(),
