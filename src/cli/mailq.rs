@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::exit;
 use crate::config::Config;
-use crate::spool::{self, OpenMode, QueueEntry};
+use crate::spool::{self, Filter, MessageSummary, OpenMode, PENDING_STATES};
 
 pub fn run(config: &Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -28,7 +28,11 @@ pub fn run(config: &Config) -> ExitCode {
             OpenMode::Read,
         )
         .await?;
-        spool::list_queue(&mut conn).await
+        let pending = Filter {
+            states: PENDING_STATES.iter().map(|s| s.to_string()).collect(),
+            ..Filter::default()
+        };
+        spool::list(&mut conn, &pending).await
     });
     match entries {
         Ok(entries) => {
@@ -44,7 +48,7 @@ pub fn run(config: &Config) -> ExitCode {
 
 /// Postfix's layout: a header, one block per message (ID with `!` when held, size, arrival,
 /// sender; then the last reply in parentheses and each recipient), and a summary line.
-pub fn render(entries: &[QueueEntry]) -> String {
+pub fn render(entries: &[MessageSummary]) -> String {
     if entries.is_empty() {
         return "Mail queue is empty\n".into();
     }
@@ -73,7 +77,11 @@ pub fn render(entries: &[QueueEntry]) -> String {
             entry.id, entry.size, arrival
         );
         let mut last_reason: Option<&str> = None;
-        for recipient in &entry.recipients {
+        let pending = entry
+            .recipients
+            .iter()
+            .filter(|r| PENDING_STATES.contains(&r.state.as_str()));
+        for recipient in pending {
             if let Some(reason) = recipient.last_reply.as_deref()
                 && last_reason != Some(reason)
             {
@@ -94,27 +102,33 @@ pub fn render(entries: &[QueueEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::RecipientEntry;
+    use crate::spool::RecipientSummary;
+
+    fn recipient(address: &str, state: &str, last_reply: Option<&str>) -> RecipientSummary {
+        RecipientSummary {
+            address: address.into(),
+            original_address: address.into(),
+            state: state.into(),
+            attempts: 1,
+            next_attempt_at_ms: 0,
+            last_reply: last_reply.map(String::from),
+            held_by: None,
+        }
+    }
 
     #[test]
     fn layout_matches_postfix() {
         assert_eq!(render(&[]), "Mail queue is empty\n");
-        let entries = vec![QueueEntry {
+        let entries = vec![MessageSummary {
             id: "0PQ8ZK3J5N2A7XQ".into(),
             received_at_ms: 1_795_000_000_000,
             size: 2048,
             sender: "root@host.example".into(),
+            original_sender: "root@host.example".into(),
             recipients: vec![
-                RecipientEntry {
-                    address: "ops@example.com".into(),
-                    state: "deferred".into(),
-                    last_reply: Some("451 4.3.0 try later".into()),
-                },
-                RecipientEntry {
-                    address: "dev@example.com".into(),
-                    state: "queued".into(),
-                    last_reply: None,
-                },
+                recipient("ops@example.com", "deferred", Some("451 4.3.0 try later")),
+                recipient("dev@example.com", "queued", None),
+                recipient("done@example.com", "delivered", Some("250 ok")),
             ],
         }];
         let text = render(&entries);

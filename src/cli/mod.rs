@@ -3,6 +3,7 @@
 mod check_config;
 mod exit;
 mod mailq;
+mod queue;
 mod sendmail;
 mod serve;
 
@@ -57,6 +58,13 @@ enum Command {
         #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
         spool: Option<PathBuf>,
     },
+    /// See and steer the queue: list, show, retry, hold, release, delete, stats, check.
+    Queue {
+        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
+        spool: Option<PathBuf>,
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
     /// Validate the configuration and exit.
     CheckConfig {
         #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
@@ -83,6 +91,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Sendmail { args } => sendmail::main(args, config_path),
         Command::Mailq { spool } => with_config(config_path, spool, |c| mailq::run(&c)),
+        Command::Queue { spool, command } => {
+            with_config(config_path, spool, |c| queue::run(&c, command))
+        }
         Command::CheckConfig { spool } => check_config::run(config_path, spool),
     }
 }

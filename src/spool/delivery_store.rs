@@ -238,9 +238,15 @@ impl DeliveryStore {
                 RecipientState::Held(by) => (None, Some(by.as_str())),
                 _ => (None, None),
             };
-            sqlx::query(
-                "UPDATE recipients SET state = ?1, attempts = attempts + 1, last_reply = ?2,
-                     next_attempt_at = COALESCE(?3, next_attempt_at), held_by = ?4,
+            // An operator's hold placed while the attempt ran survives a deferral.
+            let updated = sqlx::query(
+                "UPDATE recipients SET
+                     state = CASE WHEN state = 'held' AND held_by = 'operator' AND ?1 = 'deferred'
+                                  THEN 'held' ELSE ?1 END,
+                     held_by = CASE WHEN state = 'held' AND held_by = 'operator' AND ?1 = 'deferred'
+                                    THEN 'operator' ELSE ?4 END,
+                     attempts = attempts + 1, last_reply = ?2,
+                     next_attempt_at = COALESCE(?3, next_attempt_at),
                      lease_until = NULL, updated_at = ?5
                  WHERE id = ?6",
             )
@@ -253,6 +259,10 @@ impl DeliveryStore {
             .execute(&mut *tx)
             .await
             .map_err(write_error)?;
+            if updated.rows_affected() == 0 {
+                // Deleted by the operator while in flight: nothing to record, nothing to revive.
+                continue;
+            }
             sqlx::query(
                 "INSERT INTO attempts (recipient_id, started_at, duration_ms, upstream, reply, outcome)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -7,14 +7,19 @@ mod delivery_store;
 mod open;
 mod queries;
 mod queue_id;
+mod steer;
 mod writer;
 
 pub use delivery_store::{
     AttemptRecord, ClaimedMessage, ClaimedRecipient, DeliveryStore, HeldBy, RecipientState,
 };
 pub use open::{OpenMode, open_connection};
-pub use queries::{QueueEntry, RecipientEntry, list_queue};
+pub use queries::{
+    ALL_STATES, AttemptSummary, Filter, MessageDetails, MessageSummary, PENDING_STATES, QueueStats,
+    RecipientSummary, StateCount, details, ids_with_prefix, list, stats,
+};
 pub use queue_id::QueueId;
+pub use steer::{Selection, delete, hold, release, retry};
 pub use writer::{Spool, WriterStats};
 
 /// Declared body type (RFC 6152): how the upstream must be told to expect the body.

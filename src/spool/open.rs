@@ -17,6 +17,9 @@ pub enum OpenMode {
     /// For writers (`serve`, `sendmail`): create the file and its directory when missing and
     /// bring the schema up to date.
     Write,
+    /// For commands that steer (`queue hold`, `delete`): the spool must exist and be of our
+    /// schema; rows change, nothing is created or migrated.
+    Existing,
     /// For commands that only look (`mailq`): the spool must exist and be of our schema;
     /// nothing is created or changed.
     Read,
@@ -32,7 +35,7 @@ pub async fn open_connection(
         path: shown.clone(),
         reason,
     };
-    if mode == OpenMode::Read && !path.exists() {
+    if mode != OpenMode::Write && !path.exists() {
         return Err(open_error(
             "no such file (is the --spool path right?)".into(),
         ));
@@ -49,7 +52,7 @@ pub async fn open_connection(
         .map_err(|e| open_error(e.to_string()))?;
     match mode {
         OpenMode::Write => migrate(&mut conn, &shown).await?,
-        OpenMode::Read => check_schema(&mut conn, &shown).await?,
+        OpenMode::Existing | OpenMode::Read => check_schema(&mut conn, &shown).await?,
     }
     Ok(conn)
 }

@@ -1,55 +1,280 @@
-//! Read-only questions about the queue, for `mailq` and (later) the queue CLI.
+//! Read-only questions about the queue, for `mailq`, `smarthost queue` and metrics. WAL
+//! readers never block delivery.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
 use super::SpoolError;
 
-/// One message still in the queue, with its recipients that are not yet delivered.
-#[derive(Debug, Clone)]
-pub struct QueueEntry {
+/// Recipient states, as stored.
+pub const PENDING_STATES: &[&str] = &["queued", "deferred", "held"];
+pub const ALL_STATES: &[&str] = &["queued", "deferred", "held", "delivered", "bounced"];
+
+fn read_error(e: sqlx::Error) -> SpoolError {
+    SpoolError::Read(e.to_string())
+}
+
+/// One message and its recipients, as `queue list --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageSummary {
     pub id: String,
     pub received_at_ms: i64,
     pub size: i64,
+    /// As it will be sent ('' is the null sender).
     pub sender: String,
-    pub recipients: Vec<RecipientEntry>,
+    pub original_sender: String,
+    pub recipients: Vec<RecipientSummary>,
 }
 
-#[derive(Debug, Clone)]
-pub struct RecipientEntry {
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientSummary {
     pub address: String,
+    pub original_address: String,
     pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
     pub last_reply: Option<String>,
+    /// `config`, `operator` or `bounce` when held.
+    pub held_by: Option<String>,
 }
 
-/// Every message with at least one recipient still to deliver, oldest first.
-pub async fn list_queue(conn: &mut SqliteConnection) -> Result<Vec<QueueEntry>, SpoolError> {
+/// Which messages `list` returns: those with at least one recipient in `states`, matching
+/// the sender and recipient substrings, older than the age.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub states: Vec<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub received_before_ms: Option<i64>,
+}
+
+pub async fn list(
+    conn: &mut SqliteConnection,
+    filter: &Filter,
+) -> Result<Vec<MessageSummary>, SpoolError> {
+    let states = serde_json::to_string(&filter.states).unwrap_or_else(|_| "[]".into());
     let rows = sqlx::query(
-        "SELECT m.id, m.received_at, m.size, m.sender, r.address, r.state, r.last_reply
+        "SELECT m.id, m.received_at, m.size, m.sender, m.original_sender,
+                r.address, r.original_address, r.state, r.attempts, r.next_attempt_at, r.last_reply, r.held_by
          FROM messages m JOIN recipients r ON r.message_id = m.id
-         WHERE r.state IN ('queued', 'deferred', 'held')
+         WHERE m.id IN (
+             SELECT r2.message_id FROM recipients r2
+             WHERE r2.state IN (SELECT value FROM json_each(?1))
+               AND (?2 IS NULL OR instr(lower(r2.address), lower(?2)) > 0
+                               OR instr(lower(r2.original_address), lower(?2)) > 0))
+           AND (?3 IS NULL OR instr(lower(m.sender), lower(?3)) > 0
+                           OR instr(lower(m.original_sender), lower(?3)) > 0)
+           AND (?4 IS NULL OR m.received_at < ?4)
          ORDER BY m.id, r.id",
     )
+    .bind(states)
+    .bind(&filter.recipient)
+    .bind(&filter.sender)
+    .bind(filter.received_before_ms)
     .fetch_all(conn)
     .await
-    .map_err(|e| SpoolError::Read(e.to_string()))?;
-    let mut entries: Vec<QueueEntry> = Vec::new();
+    .map_err(read_error)?;
+    let mut messages: Vec<MessageSummary> = Vec::new();
     for row in rows {
         let id: String = row.get(0);
-        let recipient = RecipientEntry {
-            address: row.get(4),
-            state: row.get(5),
-            last_reply: row.get(6),
+        let recipient = RecipientSummary {
+            address: row.get(5),
+            original_address: row.get(6),
+            state: row.get(7),
+            attempts: row.get(8),
+            next_attempt_at_ms: row.get(9),
+            last_reply: row.get(10),
+            held_by: row.get(11),
         };
-        match entries.last_mut() {
-            Some(entry) if entry.id == id => entry.recipients.push(recipient),
-            _ => entries.push(QueueEntry {
+        match messages.last_mut() {
+            Some(message) if message.id == id => message.recipients.push(recipient),
+            _ => messages.push(MessageSummary {
                 id,
                 received_at_ms: row.get(1),
                 size: row.get(2),
                 sender: row.get(3),
+                original_sender: row.get(4),
                 recipients: vec![recipient],
             }),
         }
     }
-    Ok(entries)
+    Ok(messages)
+}
+
+/// Everything about one message, for `queue show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageDetails {
+    #[serde(flatten)]
+    pub summary: MessageSummary,
+    pub helo: Option<String>,
+    pub client_addr: Option<String>,
+    pub submitter: Option<String>,
+    pub protocol: String,
+    pub body_type: String,
+    pub smtputf8: bool,
+    pub finished_at_ms: Option<i64>,
+    /// What the rewrite stage changed, one decision each.
+    pub rewrites: Vec<String>,
+    pub attempts: Vec<AttemptSummary>,
+    /// The stored message; gone once nothing is left to deliver.
+    #[serde(skip)]
+    pub body: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptSummary {
+    pub recipient: String,
+    pub started_at_ms: i64,
+    pub duration_ms: i64,
+    pub upstream: Option<String>,
+    pub reply: String,
+    pub outcome: String,
+}
+
+/// The full IDs starting with `prefix` (case-insensitive), at most a few.
+pub async fn ids_with_prefix(
+    conn: &mut SqliteConnection,
+    prefix: &str,
+) -> Result<Vec<String>, SpoolError> {
+    sqlx::query_scalar(
+        "SELECT id FROM messages WHERE substr(id, 1, length(?1)) = upper(?1) ORDER BY id LIMIT 5",
+    )
+    .bind(prefix)
+    .fetch_all(conn)
+    .await
+    .map_err(read_error)
+}
+
+pub async fn details(
+    conn: &mut SqliteConnection,
+    id: &str,
+) -> Result<Option<MessageDetails>, SpoolError> {
+    let filter = Filter {
+        states: ALL_STATES.iter().map(|s| s.to_string()).collect(),
+        ..Filter::default()
+    };
+    let Some(summary) = list(&mut *conn, &filter)
+        .await?
+        .into_iter()
+        .find(|m| m.id == id)
+    else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT m.helo, m.client_addr, m.submitter, m.protocol, m.body_type, m.smtputf8,
+                m.finished_at, m.rewrites, b.data
+         FROM messages m LEFT JOIN bodies b ON b.message_id = m.id WHERE m.id = ?1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(read_error)?;
+    let attempts = sqlx::query(
+        "SELECT r.address, a.started_at, a.duration_ms, a.upstream, a.reply, a.outcome
+         FROM attempts a JOIN recipients r ON r.id = a.recipient_id
+         WHERE r.message_id = ?1 ORDER BY a.id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(read_error)?
+    .into_iter()
+    .map(|a| AttemptSummary {
+        recipient: a.get(0),
+        started_at_ms: a.get(1),
+        duration_ms: a.get(2),
+        upstream: a.get(3),
+        reply: a.get(4),
+        outcome: a.get(5),
+    })
+    .collect();
+    let rewrites: String = row.get(7);
+    Ok(Some(MessageDetails {
+        summary,
+        helo: row.get(0),
+        client_addr: row.get(1),
+        submitter: row.get(2),
+        protocol: row.get(3),
+        body_type: row.get(4),
+        smtputf8: row.get(5),
+        finished_at_ms: row.get(6),
+        rewrites: rewrites.lines().map(String::from).collect(),
+        attempts,
+        body: row.get(8),
+    }))
+}
+
+/// Counts by recipient state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StateCount {
+    pub recipients: i64,
+    pub messages: i64,
+    pub bytes: i64,
+}
+
+/// The queue at a glance: counts by state, the oldest pending message, and pending
+/// recipients by domain and arrival time (for a qshape table).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    pub states: BTreeMap<String, StateCount>,
+    /// Messages with a recipient still queued, deferred or held.
+    pub pending_messages: i64,
+    pub pending_bytes: i64,
+    pub oldest_pending_ms: Option<i64>,
+    /// (recipient domain, message arrival in unix ms) of every pending recipient.
+    #[serde(skip)]
+    pub pending_recipients: Vec<(String, i64)>,
+}
+
+pub async fn stats(conn: &mut SqliteConnection) -> Result<QueueStats, SpoolError> {
+    let mut stats = QueueStats::default();
+    let rows = sqlx::query(
+        "SELECT r.state, COUNT(*), COUNT(DISTINCT r.message_id),
+                (SELECT COALESCE(SUM(size), 0) FROM messages WHERE id IN
+                    (SELECT message_id FROM recipients WHERE state = r.state))
+         FROM recipients r GROUP BY r.state",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(read_error)?;
+    for row in rows {
+        stats.states.insert(
+            row.get(0),
+            StateCount {
+                recipients: row.get(1),
+                messages: row.get(2),
+                bytes: row.get(3),
+            },
+        );
+    }
+    let pending = sqlx::query(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(received_at) FROM messages WHERE id IN
+             (SELECT message_id FROM recipients WHERE state IN ('queued', 'deferred', 'held'))",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(read_error)?;
+    stats.pending_messages = pending.get(0);
+    stats.pending_bytes = pending.get(1);
+    stats.oldest_pending_ms = pending.get(2);
+    stats.pending_recipients = sqlx::query(
+        "SELECT r.address, m.received_at FROM recipients r JOIN messages m ON m.id = r.message_id
+         WHERE r.state IN ('queued', 'deferred', 'held')",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(read_error)?
+    .into_iter()
+    .map(|row| {
+        let address: String = row.get(0);
+        let domain = address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_lowercase())
+            .unwrap_or_else(|| "(local)".into());
+        (domain, row.get(1))
+    })
+    .collect();
+    Ok(stats)
 }
