@@ -285,8 +285,8 @@ impl DeliveryStore {
             insert_message(&mut tx, bounce).await.map_err(write_error)?;
             bump(&mut tx, "bounces_sent", 1).await?;
         }
-        // A message with nothing left to do keeps its envelope and history (for `queue show`)
-        // until the retention passes, but not its body.
+        // A message with nothing left to do keeps its envelope, headers and history (for
+        // `queue show`) until the retention passes, but not its body.
         let finished = sqlx::query(
             "UPDATE messages SET finished_at = ?2 WHERE id = ?1 AND finished_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM recipients
@@ -298,11 +298,14 @@ impl DeliveryStore {
         .await
         .map_err(write_error)?;
         if finished.rows_affected() > 0 {
-            sqlx::query("DELETE FROM bodies WHERE message_id = ?1")
-                .bind(message_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
+            sqlx::query(
+                "UPDATE bodies SET data = substr(data, 1, instr(data, X'0D0A0D0A') + 1)
+                 WHERE message_id = ?1 AND instr(data, X'0D0A0D0A') > 0",
+            )
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
         }
         tx.commit().await.map_err(write_error)
     }

@@ -118,7 +118,9 @@ pub struct MessageDetails {
     /// What the rewrite stage changed, one decision each.
     pub rewrites: Vec<String>,
     pub attempts: Vec<AttemptSummary>,
-    /// The stored message; gone once nothing is left to deliver.
+    /// The message's header section (kept after delivery, for the record).
+    pub headers: String,
+    /// The whole stored message; gone once nothing is left to deliver.
     #[serde(skip)]
     pub body: Option<Vec<u8>>,
 }
@@ -191,6 +193,15 @@ pub async fn details(
     })
     .collect();
     let rewrites: String = row.get(7);
+    let finished_at_ms: Option<i64> = row.get(6);
+    let stored: Option<Vec<u8>> = row.get(8);
+    let stored = stored.unwrap_or_default();
+    let header_end = stored
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|end| end + 2)
+        .unwrap_or(stored.len());
+    let headers = String::from_utf8_lossy(&stored[..header_end]).to_string();
     Ok(Some(MessageDetails {
         summary,
         helo: row.get(0),
@@ -199,10 +210,11 @@ pub async fn details(
         protocol: row.get(3),
         body_type: row.get(4),
         smtputf8: row.get(5),
-        finished_at_ms: row.get(6),
+        finished_at_ms,
         rewrites: rewrites.lines().map(String::from).collect(),
         attempts,
-        body: row.get(8),
+        headers,
+        body: finished_at_ms.is_none().then_some(stored),
     }))
 }
 

@@ -42,11 +42,12 @@ pub async fn run(config: &Config, thresholds: Thresholds) -> u8 {
 
 fn evaluate(stats: &QueueStats, t: &Thresholds, now: i64) -> (u8, String) {
     let depth = stats.pending_messages;
-    let oldest_secs = stats
+    let oldest_ms = stats
         .oldest_pending_ms
-        .map(|ms| (now - ms).max(0) / 1000)
+        .map(|ms| (now - ms).max(0))
         .unwrap_or(0);
-    let age_over = |limit: Duration| oldest_secs > limit.as_secs() as i64;
+    let oldest_secs = oldest_ms / 1000;
+    let age_over = |limit: Duration| oldest_ms > limit.as_millis() as i64;
     let code = if depth >= t.crit_depth || age_over(t.crit_age) {
         CRITICAL
     } else if depth >= t.warn_depth || age_over(t.warn_age) {

@@ -18,18 +18,15 @@ pub async fn run(
     let details = spool::details(conn, &id)
         .await?
         .ok_or_else(|| Failure::new(exit::DATAERR, format!("no message with ID {id}")))?;
-    let message = details.body.as_deref().unwrap_or_default();
-    let headers = String::from_utf8_lossy(header_block(message)).to_string();
     if json {
         let mut value = serde_json::to_value(&details)
             .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-        value["headers"] = serde_json::Value::String(headers);
-        if body {
+        if let (true, Some(message)) = (body, &details.body) {
             value["body"] = serde_json::Value::String(String::from_utf8_lossy(message).to_string());
         }
         return print_json(&value);
     }
-    print!("{}", render(&details, &headers));
+    print!("{}", render(&details));
     if body {
         match &details.body {
             Some(message) => print!("\n{}", String::from_utf8_lossy(message)),
@@ -39,7 +36,7 @@ pub async fn run(
     Ok(())
 }
 
-fn render(d: &MessageDetails, headers: &str) -> String {
+fn render(d: &MessageDetails) -> String {
     let m = &d.summary;
     let null = |s: &str| {
         if s.is_empty() {
@@ -123,19 +120,11 @@ fn render(d: &MessageDetails, headers: &str) -> String {
             ));
         }
     }
-    if !headers.is_empty() {
+    if !d.headers.is_empty() {
         out.push_str("Headers:\n");
-        for line in headers.lines() {
+        for line in d.headers.lines() {
             out.push_str(&format!("  {line}\n"));
         }
     }
     out
-}
-
-/// The header section of a stored message (up to the blank line).
-fn header_block(message: &[u8]) -> &[u8] {
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(end) => &message[..end + 2],
-        None => message,
-    }
 }

@@ -39,7 +39,7 @@ pub async fn run(conn: &mut SqliteConnection, json: bool) -> Result<(), Failure>
 
 /// Pending recipients per domain per age bucket; the "TOTAL" row first.
 fn shape(stats: &QueueStats, now: i64) -> BTreeMap<String, [i64; 7]> {
-    let mut shape: BTreeMap<String, [i64; 7]> = BTreeMap::new();
+    let mut shape: BTreeMap<String, [i64; 7]> = BTreeMap::from([("TOTAL".to_string(), [0; 7])]);
     for (domain, received) in &stats.pending_recipients {
         let minutes = (now - received).max(0) / 60_000;
         let bucket = BUCKET_LIMITS_MIN
