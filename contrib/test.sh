@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test. First installs the real peers the tests talk to, when missing:
 # swaks (Debian) for `sendmail -bs`; python3 for smtplib clients and sqlite3 locking;
-# aiosmtpd (PyPI) as the upstream relay, and cryptography (PyPI) for its test CA.
+# aiosmtpd (PyPI) as the upstream relay, cryptography (PyPI) for its test CA, and
+# prometheus-client (PyPI) whose OpenMetrics parser reads our /metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ fi
 python_missing=()
 python3 -c "import aiosmtpd" 2>/dev/null || python_missing+=(aiosmtpd)
 python3 -c "import cryptography" 2>/dev/null || python_missing+=(cryptography)
+python3 -c "import prometheus_client" 2>/dev/null || python_missing+=(prometheus-client)
 if [ "${#python_missing[@]}" -gt 0 ]; then
   python3 -m pip install --quiet --disable-pip-version-check "${python_missing[@]}"
 fi

@@ -10,13 +10,14 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::exit;
 use crate::config::Config;
 use crate::delivery::{self, Shared};
 use crate::listener::{self, ConnectionLimits, Intake, SessionPolicy};
 use crate::spool::{DeliveryStore, Spool};
+use crate::telemetry::{self, Metrics};
 
 /// `config_path` is read again on SIGHUP (delivery settings: upstreams, credentials, retry).
 pub fn run(config: Config, config_path: Option<PathBuf>) -> ExitCode {
@@ -46,15 +47,34 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     }
     let (spool, writer) = Spool::start(&config.spool).await?;
     let store = DeliveryStore::open(&config.spool).await?;
-    let wake = spool.commit_signal();
-    let shared = Shared::new(&config, store.clone(), wake.clone()).map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reloader = Reloader {
+        path: config_path,
+        store: store.clone(),
+        wake: spool.commit_signal(),
+        metrics: metrics.clone(),
+    };
+    let shared = reloader.shared(&config).map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(config.smtp.listen)
         .await
         .with_context(|| format!("cannot listen on {} (smtp.listen)", config.smtp.listen))?;
     let address = listener.local_addr()?;
+    if let Some(metrics_address) = config.metrics_listen {
+        let metrics_listener = TcpListener::bind(metrics_address)
+            .await
+            .with_context(|| format!("cannot listen on {metrics_address} (metrics.listen)"))?;
+        let bound = metrics_listener.local_addr()?;
+        tracing::info!(address = %bound, "metrics listening on /metrics and /healthz");
+        tokio::spawn(telemetry::serve_metrics(
+            metrics_listener,
+            metrics.clone(),
+            store.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (shared_tx, shared_rx) = watch::channel(Arc::new(shared));
 
     let delivery = if config.delivery.upstreams.is_empty() {
@@ -68,7 +88,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             tokio::select! {
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
-                _ = hangup.recv() => reload(config_path.as_deref(), &store, &wake, &shared_tx),
+                _ = hangup.recv() => reloader.reload(&shared_tx),
             }
         }
         tracing::info!("shutdown requested");
@@ -79,6 +99,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let intake = Intake {
         policy: Arc::new(SessionPolicy::from_config(&config)),
         spool,
+        metrics,
     };
     let limits = ConnectionLimits {
         total: config.smtp.max_connections,
@@ -109,32 +130,48 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
-/// SIGHUP: read the configuration again and hand delivery its new settings. An invalid file
-/// is reported and the running configuration kept.
-fn reload(
-    path: Option<&std::path::Path>,
-    store: &DeliveryStore,
-    wake: &Arc<tokio::sync::Notify>,
-    shared: &watch::Sender<Arc<Shared>>,
-) {
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::error!(%error, "reload refused; keeping the running configuration");
-            return;
-        }
-    };
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
+/// What delivery needs besides the configuration, kept for SIGHUP.
+struct Reloader {
+    path: Option<PathBuf>,
+    store: DeliveryStore,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    fn shared(&self, config: &Config) -> Result<Shared, String> {
+        Shared::new(
+            config,
+            self.store.clone(),
+            self.wake.clone(),
+            self.metrics.clone(),
+        )
     }
-    match Shared::new(&config, store.clone(), wake.clone()) {
-        Ok(new) => {
-            let _ = shared.send(Arc::new(new));
-            tracing::info!(
-                upstreams = config.delivery.upstreams.len(),
-                "configuration reloaded"
-            );
+
+    /// SIGHUP: read the configuration again and hand delivery its new settings. An invalid
+    /// file is reported and the running configuration kept.
+    fn reload(&self, shared: &watch::Sender<Arc<Shared>>) {
+        let config = match Config::load(self.path.as_deref()) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(%error, "reload refused; keeping the running configuration");
+                return;
+            }
+        };
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
         }
-        Err(error) => tracing::error!(%error, "reload refused; keeping the running configuration"),
+        match self.shared(&config) {
+            Ok(new) => {
+                let _ = shared.send(Arc::new(new));
+                tracing::info!(
+                    upstreams = config.delivery.upstreams.len(),
+                    "configuration reloaded"
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload refused; keeping the running configuration")
+            }
+        }
     }
 }

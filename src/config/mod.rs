@@ -52,6 +52,8 @@ struct RawConfig {
     delivery: delivery::RawDelivery,
     #[serde(default)]
     rewrite: rewrite::RawRewrite,
+    #[serde(default)]
+    metrics: RawMetrics,
     /// `[[upstream]]` tables, in priority order.
     #[serde(default)]
     upstream: Vec<delivery::RawUpstream>,
@@ -95,6 +97,12 @@ impl Default for RawSmtp {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSpool {
@@ -123,6 +131,8 @@ pub struct Config {
     /// The name given in EHLO to upstreams (never an internal one); empty when there are no
     /// upstreams to greet.
     pub upstream_helo: String,
+    /// Where `/metrics` and `/healthz` are served; None: not served.
+    pub metrics_listen: Option<SocketAddr>,
     /// Things that work but deserve the operator's attention, logged at start.
     pub warnings: Vec<String>,
 }
@@ -231,6 +241,18 @@ impl Config {
             delivery,
             rewrite,
             upstream_helo,
+            metrics_listen: raw
+                .metrics
+                .listen
+                .map(|text| {
+                    text.parse().map_err(|_| {
+                        invalid(
+                            "metrics.listen",
+                            format!("'{text}' is not an ADDRESS:PORT such as 127.0.0.1:9925"),
+                        )
+                    })
+                })
+                .transpose()?,
             warnings,
         })
     }

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, DeliveryConfig};
 use crate::spool::{DeliveryStore, now_ms};
+use crate::telemetry::Metrics;
 use rate::RateLimiter;
 use upstream::{Endpoint, Timeouts};
 
@@ -34,6 +35,7 @@ pub struct Shared {
     /// Wakes the scheduler: signalled by the spool writer after each commit, and by workers
     /// when they queue a bounce, so that new mail never waits for the poll.
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 struct UpstreamState {
@@ -41,16 +43,21 @@ struct UpstreamState {
     rate: RateLimiter,
     /// Set when the upstream failed; it is tried after the others until then.
     down_until: StdMutex<Option<Instant>>,
+    metrics: Arc<Metrics>,
 }
 
 impl UpstreamState {
     fn mark_down(&self, cooldown: Duration) {
         *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + cooldown);
+        self.metrics
+            .set_upstream_up(&self.endpoint.upstream.name(), false);
     }
 
     fn mark_up(&self) {
         *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.metrics
+            .set_upstream_up(&self.endpoint.upstream.name(), true);
     }
 
     fn is_down(&self, now: Instant) -> bool {
@@ -65,7 +72,12 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Shared {
     /// Builds the delivery side of a configuration (TLS settings are loaded here, once).
-    pub fn new(config: &Config, store: DeliveryStore, wake: Arc<Notify>) -> Result<Shared, String> {
+    pub fn new(
+        config: &Config,
+        store: DeliveryStore,
+        wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Shared, String> {
         let delivery = config.delivery.clone();
         let upstreams = delivery
             .upstreams
@@ -76,6 +88,7 @@ impl Shared {
                         .map_err(|e| format!("upstream {}: {e}", upstream.name()))?,
                     rate: RateLimiter::new(upstream.max_messages_per_second),
                     down_until: StdMutex::new(None),
+                    metrics: metrics.clone(),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -96,6 +109,7 @@ impl Shared {
             upstreams,
             store,
             wake,
+            metrics,
         })
     }
 

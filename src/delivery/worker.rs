@@ -143,6 +143,7 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
                 duration_ms,
             });
         }
+        count(shared, &message, &records, upstream.as_deref());
         let bounce = bounce_for(shared, &message, chunk, &records, upstream.as_deref());
         let result = shared
             .store
@@ -155,6 +156,34 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
             // The lease runs out and the recipients are tried again: a possible duplicate,
             // never a loss.
             tracing::error!(queue_id = %message.id, %error, "cannot record delivery outcome");
+        }
+    }
+}
+
+/// Outcomes by upstream and reply class, and how long finished recipients waited.
+fn count(
+    shared: &Shared,
+    message: &ClaimedMessage,
+    records: &[AttemptRecord],
+    upstream: Option<&str>,
+) {
+    let waited = (now_ms() - message.received_at_ms).max(0) as f64 / 1000.0;
+    for record in records {
+        let class = match record.reply.as_bytes().first() {
+            _ if upstream.is_none() => "none",
+            Some(b'2') => "2xx",
+            Some(b'4') => "4xx",
+            Some(b'5') => "5xx",
+            _ => "none",
+        };
+        shared
+            .metrics
+            .delivery(record.state.name(), upstream, class);
+        if matches!(
+            record.state,
+            RecipientState::Delivered | RecipientState::Bounced
+        ) {
+            shared.metrics.queue_seconds.observe(waited);
         }
     }
 }

@@ -12,6 +12,7 @@ use super::session::{AcceptedMessage, Peer, Session, SessionPolicy, Step};
 use crate::intake::{self, Submission};
 use crate::received;
 use crate::spool::{QueueId, Spool, SpoolError};
+use crate::telemetry::Metrics;
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -20,6 +21,7 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct Intake {
     pub policy: Arc<SessionPolicy>,
     pub spool: Spool,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs the session until QUIT, a closing error, a timeout, shutdown, or the client leaving.
@@ -31,17 +33,32 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut session = Session::new(intake.policy.clone(), peer);
+    intake.metrics.sessions.inc();
     let mut input = Vec::with_capacity(4096);
     let mut output = Vec::with_capacity(1024);
     session.greeting().write_to(&mut output);
     loop {
         match session.step(&mut input) {
-            Step::Reply(reply) => reply.write_to(&mut output),
+            Step::Reply(reply) => {
+                count_refusal(&intake, &reply);
+                reply.write_to(&mut output);
+            }
             Step::Message(message) => {
+                let started = std::time::Instant::now();
                 let outcome = commit(&intake, &session, message).await;
-                session.queued(&outcome).write_to(&mut output);
+                let reply = session.queued(&outcome);
+                if outcome.is_ok() {
+                    intake.metrics.accepted.inc();
+                    intake
+                        .metrics
+                        .acceptance_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                count_refusal(&intake, &reply);
+                reply.write_to(&mut output);
             }
             Step::Close(reply) => {
+                count_refusal(&intake, &reply);
                 reply.write_to(&mut output);
                 let _ = writer.write_all(&output).await;
                 break;
@@ -55,6 +72,7 @@ where
                     ReadResult::Data => {}
                     ReadResult::Closed => break,
                     ReadResult::Stop(reply) => {
+                        count_refusal(&intake, &reply);
                         tracing::info!(peer = ?session.peer(), reply = %reply.text, "closing session");
                         reply.write_to(&mut output);
                         let _ = writer.write_all(&output).await;
@@ -65,6 +83,12 @@ where
         }
     }
     let _ = writer.shutdown().await;
+}
+
+fn count_refusal(intake: &Intake, reply: &Reply) {
+    if let Some(reason) = reply.refusal_reason() {
+        intake.metrics.refuse(reason);
+    }
 }
 
 enum ReadResult {

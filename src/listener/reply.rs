@@ -30,6 +30,29 @@ impl Reply {
         self.code >= 400
     }
 
+    /// Why a client was refused, for the `messages_refused` metric; None for replies that
+    /// refuse nothing (success, 354, shutting down).
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        if self == &TOO_MANY_CONNECTIONS {
+            return Some("rate");
+        }
+        let enhanced = self.text.split_whitespace().next().unwrap_or("");
+        let reason = match (self.code, enhanced) {
+            (0..400, _) | (421, "4.3.2") => return None,
+            (554, "5.7.1") => "relay",
+            (552, _) => "size",
+            (553, "5.7.1") => "sender",
+            (550, "5.1.1") => "recipient",
+            (452, "4.5.3") => "recipients",
+            (452, "4.3.1") => "storage",
+            (421, "4.4.2") => "timeout",
+            (554, "5.6.0") => "content",
+            (501 | 553, e) if e.starts_with("5.1.") || e == "5.6.7" => "address",
+            _ => "protocol",
+        };
+        Some(reason)
+    }
+
     /// Appends the reply in wire form: `250-first\r\n250 last\r\n`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let mut lines = self.text.split('\n').peekable();
@@ -87,6 +110,25 @@ pub const SHUTTING_DOWN: Reply = Reply::fixed(421, "4.3.2 Service shutting down,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_classified_for_metrics() {
+        assert_eq!(RELAY_DENIED.refusal_reason(), Some("relay"));
+        assert_eq!(MESSAGE_TOO_BIG.refusal_reason(), Some("size"));
+        assert_eq!(TOO_MANY_CONNECTIONS.refusal_reason(), Some("rate"));
+        assert_eq!(TOO_MANY_ERRORS.refusal_reason(), Some("protocol"));
+        assert_eq!(STORAGE_FAILURE.refusal_reason(), Some("storage"));
+        assert_eq!(
+            Reply::new(553, "5.7.1 <a@b>: Sender address rejected".into()).refusal_reason(),
+            Some("sender")
+        );
+        assert_eq!(
+            Reply::new(553, "5.1.3 <x%y@z>: no".into()).refusal_reason(),
+            Some("address")
+        );
+        assert_eq!(OK.refusal_reason(), None);
+        assert_eq!(SHUTTING_DOWN.refusal_reason(), None);
+    }
 
     #[test]
     fn multiline_replies_use_dash_continuation() {

@@ -101,6 +101,7 @@ pub async fn serve(
             .and_then(|permit| Some((permit, per_ip.try_take(ip, limits.per_ip)?)));
         let Some((permit, slot)) = permits else {
             tracing::warn!(%ip, "connection refused: too many connections");
+            intake.metrics.refuse("rate");
             sessions.spawn(refuse(stream, reply::TOO_MANY_CONNECTIONS));
             continue;
         };

@@ -45,7 +45,7 @@ pub enum RecipientState {
 }
 
 impl RecipientState {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             RecipientState::Delivered => "delivered",
             RecipientState::Deferred { .. } => "deferred",
@@ -315,6 +315,12 @@ impl DeliveryStore {
         let mut tx = self.pool.begin().await.map_err(write_error)?;
         bump(&mut tx, name, by).await?;
         tx.commit().await.map_err(write_error)
+    }
+
+    /// The queue at a glance, for the metrics endpoint.
+    pub async fn stats(&self) -> Result<super::QueueStats, SpoolError> {
+        let mut conn = self.pool.acquire().await.map_err(read_error)?;
+        super::stats(&mut conn).await
     }
 
     /// Deletes messages finished before `before_ms` (their recipients and attempts follow).

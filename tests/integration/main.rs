@@ -5,6 +5,7 @@ mod cli;
 mod delivery;
 mod durability;
 mod identity;
+mod metrics;
 mod queue;
 mod relay_policy;
 mod sendmail;

@@ -23,6 +23,7 @@ use crate::policy::routing_trick;
 use crate::received;
 use crate::rewrite::Rewriter;
 use crate::spool::{BodyType, NewMessage, QueueId, Spool, SpoolError};
+use crate::telemetry::Metrics;
 
 const USAGE: &str =
     "usage: sendmail [-t] [-i] [-f sender] [-F fullname] [-bm|-bs|-bp] [recipient ...]";
@@ -237,6 +238,8 @@ async fn smtp_on_stdio(config: Config) -> u8 {
             let intake = Intake {
                 policy: Arc::new(SessionPolicy::from_config(&config)),
                 spool,
+                // A one-session process has nobody to report to; the counts are dropped.
+                metrics: Arc::new(Metrics::new()),
             };
             // Nothing asks a -bs session to stop early; the sender is kept alive till the end.
             let (_keep, shutdown) = tokio::sync::watch::channel(false);

@@ -26,3 +26,9 @@ pub fn init(format: LogFormat, default_level: &str) {
     // A second init (tests) keeps the first subscriber.
     drop(result);
 }
+
+mod http;
+mod metrics;
+
+pub use http::serve_metrics;
+pub use metrics::{Metrics, QueueGauges};

@@ -1,0 +1,209 @@
+//! The numbers a monitoring system scrapes: what came in (sessions, accepted, refused by
+//! reason), what went out (delivered, deferred, bounced, held, by upstream and reply class),
+//! how long it took, and the queue itself (depth by state, bytes, oldest message, upstreams up).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::spool::QueueStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+    pub upstream: String,
+    /// 2xx, 4xx, 5xx, or none when no upstream answered.
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
+
+/// Every metric, registered once; handles are cheap to clone and lock-free to update.
+pub struct Metrics {
+    registry: Registry,
+    pub sessions: Counter,
+    pub accepted: Counter,
+    pub refused: Family<ReasonLabel, Counter>,
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    /// From the end of DATA (or of sendmail input) to the commit: what a client waits for 250.
+    pub acceptance_seconds: Histogram,
+    /// From arrival to delivery or bounce.
+    pub queue_seconds: Histogram,
+    pub upstream_up: Family<UpstreamLabel, Gauge>,
+    queue: QueueGauges,
+}
+
+/// Gauges read from the spool when scraped.
+#[derive(Clone, Default)]
+pub struct QueueGauges {
+    depth: Family<StateLabel, Gauge>,
+    bytes: Gauge,
+    oldest_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("smarthost");
+        let sessions = Counter::default();
+        let accepted = Counter::default();
+        let refused = Family::<ReasonLabel, Counter>::default();
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        // 1 ms to about 16 s.
+        let acceptance_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        // 1 s to about 6 days.
+        let queue_seconds = Histogram::new(exponential_buckets(1.0, 3.0, 14));
+        let upstream_up = Family::<UpstreamLabel, Gauge>::default();
+        let queue = QueueGauges::default();
+        registry.register("smtp_sessions", "SMTP sessions started", sessions.clone());
+        registry.register(
+            "messages_accepted",
+            "Messages committed to the spool",
+            accepted.clone(),
+        );
+        registry.register(
+            "messages_refused",
+            "Commands or messages refused, by reason",
+            refused.clone(),
+        );
+        registry.register(
+            "recipient_deliveries",
+            "Delivery outcomes per recipient, by upstream and reply class",
+            deliveries.clone(),
+        );
+        registry.register(
+            "acceptance_seconds",
+            "Time from end of data to the durable commit",
+            acceptance_seconds.clone(),
+        );
+        registry.register(
+            "queue_seconds",
+            "Time from arrival to delivery or bounce",
+            queue_seconds.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "1 when the upstream is usable, 0 while it cools down after failing",
+            upstream_up.clone(),
+        );
+        registry.register(
+            "queue_recipients",
+            "Recipients in the spool, by state",
+            queue.depth.clone(),
+        );
+        registry.register(
+            "queue_pending_bytes",
+            "Bytes of messages with recipients still to deliver",
+            queue.bytes.clone(),
+        );
+        registry.register(
+            "queue_oldest_seconds",
+            "Age of the oldest message still to deliver",
+            queue.oldest_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            sessions,
+            accepted,
+            refused,
+            deliveries,
+            acceptance_seconds,
+            queue_seconds,
+            upstream_up,
+            queue,
+        }
+    }
+
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn delivery(&self, outcome: &'static str, upstream: Option<&str>, class: &'static str) {
+        let labels = OutcomeLabels {
+            outcome,
+            upstream: upstream.unwrap_or("none").to_string(),
+            class,
+        };
+        self.deliveries.get_or_create(&labels).inc();
+    }
+
+    pub fn set_upstream_up(&self, upstream: &str, up: bool) {
+        self.upstream_up
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_string(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Sets the queue gauges from a fresh look at the spool.
+    pub fn set_queue(&self, stats: &QueueStats, now_ms: i64) {
+        for state in crate::spool::ALL_STATES {
+            let count = stats.states.get(*state).map(|s| s.recipients).unwrap_or(0);
+            self.queue
+                .depth
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(count);
+        }
+        self.queue.bytes.set(stats.pending_bytes);
+        let oldest = stats
+            .oldest_pending_ms
+            .map(|ms| (now_ms - ms).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        self.queue.oldest_seconds.set(oldest);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let metrics = Metrics::new();
+        metrics.sessions.inc();
+        metrics.refuse("relay");
+        metrics.delivery("delivered", Some("127.0.0.1:587"), "2xx");
+        let text = metrics.encode();
+        for expected in [
+            "smarthost_smtp_sessions_total 1",
+            "smarthost_messages_refused_total{reason=\"relay\"} 1",
+            "smarthost_recipient_deliveries_total{outcome=\"delivered\",upstream=\"127.0.0.1:587\",class=\"2xx\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+    }
+}
