@@ -13,17 +13,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A relay whose only upstream is `upstream` over STARTTLS with the test CA.
 fn relay_for(certs: &Certs, port: u16, tls: &str, extra_delivery: &str) -> (Workdir, Relay) {
-    let work = Workdir::new("");
-    let password = password_file(work.dir.path(), PASSWORD);
-    let config = delivery_config(
-        &[upstream_table(port, tls, &password, Some(&certs.ca()))],
-        extra_delivery,
-    );
-    std::fs::write(
-        work.config(),
-        format!("hostname = \"relay.test\"\n{config}"),
-    )
-    .unwrap();
+    let work = delivering_workdir(certs, port, tls, "", extra_delivery);
     let relay = Relay::start(&work);
     (work, relay)
 }

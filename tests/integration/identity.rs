@@ -14,22 +14,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A relay on the internal host, delivering to `upstream`, with `rewrite` as its [rewrite].
 fn internal_relay(certs: &Certs, upstream: &Upstream, rewrite: &str) -> Workdir {
-    let work = Workdir::new("");
-    let password = password_file(work.dir.path(), PASSWORD);
-    let delivery = delivery_config(
-        &[upstream_table(
-            upstream.starttls,
-            "starttls",
-            &password,
-            Some(&certs.ca()),
-        )],
-        "",
-    );
-    std::fs::write(
-        work.config(),
-        format!("hostname = \"{INTERNAL_HOST}\"\n[rewrite]\n{rewrite}\n{delivery}"),
-    )
-    .unwrap();
+    let top = format!("hostname = \"{INTERNAL_HOST}\"\n[rewrite]\n{rewrite}");
+    let work = delivering_workdir(certs, upstream.starttls, "starttls", &top, "");
     work
 }
 

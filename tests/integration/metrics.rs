@@ -33,22 +33,13 @@ fn scrape(address: &str) -> Value {
 fn counters_agree_with_what_was_sent() {
     let certs = Certs::new();
     let upstream = Upstream::start(&certs);
-    let work = Workdir::new("");
-    let password = password_file(work.dir.path(), PASSWORD);
-    let delivery = delivery_config(
-        &[upstream_table(
-            upstream.starttls,
-            "starttls",
-            &password,
-            Some(&certs.ca()),
-        )],
+    let work = delivering_workdir(
+        &certs,
+        upstream.starttls,
+        "starttls",
+        "[smtp]\ntrusted_networks = [\"127.0.0.1/32\"]\n[metrics]\nlisten = \"127.0.0.1:0\"",
         "",
     );
-    std::fs::write(
-        work.config(),
-        format!("hostname = \"relay.test\"\n[smtp]\ntrusted_networks = [\"127.0.0.1/32\"]\n[metrics]\nlisten = \"127.0.0.1:0\"\n{delivery}"),
-    )
-    .unwrap();
     let relay = Relay::start(&work);
     let address = relay.wait_for_log(&["metrics listening"])["address"]
         .as_str()

@@ -64,23 +64,14 @@ fn operator_steers_a_deferring_queue() {
         "ops@example.com": ["451 4.3.0 mailbox busy"],
         "other@example.com": ["451 4.3.0 mailbox busy"],
     }}));
-    let work = Workdir::new("");
-    let password = password_file(work.dir.path(), PASSWORD);
     // Retries an hour apart: only the operator's `retry` makes the daemon try again.
-    let delivery = delivery_config(
-        &[upstream_table(
-            upstream.starttls,
-            "starttls",
-            &password,
-            Some(&certs.ca()),
-        )],
+    let work = delivering_workdir(
+        &certs,
+        upstream.starttls,
+        "starttls",
+        "",
         "retry_initial = \"1h\"\nretry_max = \"2h\"\n",
     );
-    std::fs::write(
-        work.config(),
-        format!("hostname = \"relay.test\"\n{delivery}"),
-    )
-    .unwrap();
     let relay = Relay::start(&work);
     let a = submit(&relay, "ops@example.com", "first");
     let b = submit(&relay, "other@example.com", "second");

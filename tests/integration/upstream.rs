@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{peer, wait_output};
+use crate::support::{Workdir, peer, wait_output};
 
 pub const USER: &str = "relay";
 pub const PASSWORD: &str = "upstream-s3cret-passw0rd";
@@ -173,6 +173,30 @@ pub fn upstream_table(port: u16, tls: &str, password_file: &Path, ca: Option<&Pa
         table.push_str(&format!("ca_file = \"{}\"\n", ca.display()));
     }
     table
+}
+
+/// A workdir whose config has `top` (top-level keys and sections; `hostname = "relay.test"`
+/// unless it names one) and delivers to 127.0.0.1:`port` with the test CA and password.
+pub fn delivering_workdir(
+    certs: &Certs,
+    port: u16,
+    tls: &str,
+    top: &str,
+    extra_delivery: &str,
+) -> Workdir {
+    let work = Workdir::new("");
+    let password = password_file(work.dir.path(), PASSWORD);
+    let delivery = delivery_config(
+        &[upstream_table(port, tls, &password, Some(&certs.ca()))],
+        extra_delivery,
+    );
+    let hostname = if top.contains("hostname =") {
+        ""
+    } else {
+        "hostname = \"relay.test\"\n"
+    };
+    std::fs::write(work.config(), format!("{hostname}{top}\n{delivery}")).unwrap();
+    work
 }
 
 /// A port nothing listens on (bound, then released).
