@@ -15,8 +15,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A relay on the internal host, delivering to `upstream`, with `rewrite` as its [rewrite].
 fn internal_relay(certs: &Certs, upstream: &Upstream, rewrite: &str) -> Workdir {
     let top = format!("hostname = \"{INTERNAL_HOST}\"\n[rewrite]\n{rewrite}");
-    let work = delivering_workdir(certs, upstream.starttls, "starttls", &top, "");
-    work
+    delivering_workdir(certs, upstream.starttls, "starttls", &top, "")
 }
 
 const REWRITE: &str = "helo_name = \"relay.example.com\"\ninternal_sender = \"cron+{local}@example.com\"\n[rewrite.aliases]\nroot = \"ops@example.com\"\n";
