@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. First installs the real peers the tests talk to, when missing:
-# swaks (Debian) for `sendmail -bs`; python3 for smtplib clients and sqlite3 locking;
+# swaks (Debian) for `sendmail -bs`; knot (Debian) as the DNS server for preflight;
+# python3 for smtplib clients and sqlite3 locking;
 # aiosmtpd (PyPI) as the upstream relay, cryptography (PyPI) for its test CA, and
 # prometheus-client (PyPI) whose OpenMetrics parser reads our /metrics.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v knotd >/dev/null 2>&1 || missing+=(knot)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -27,6 +27,7 @@ pub mod envelope;
 pub mod intake;
 pub mod listener;
 pub mod policy;
+pub mod preflight;
 pub mod received;
 pub mod rewrite;
 pub mod spool;

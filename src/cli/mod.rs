@@ -3,6 +3,7 @@
 mod check_config;
 mod exit;
 mod mailq;
+mod preflight;
 mod queue;
 mod sendmail;
 mod serve;
@@ -65,6 +66,20 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
+    /// Audit DNS (HELO, reverse DNS, sender domains, SPF, DMARC), the upstreams (TLS, AUTH)
+    /// and the local setup; exit 0 all passed, 1 warnings, 2 failures.
+    Preflight {
+        /// Audit this sender domain too (repeatable).
+        #[arg(long = "sender-domain", value_name = "DOMAIN")]
+        sender_domains: Vec<String>,
+        /// Do not connect to the upstreams.
+        #[arg(long)]
+        no_upstream: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
+        spool: Option<PathBuf>,
+    },
     /// Validate the configuration and exit.
     CheckConfig {
         #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
@@ -91,6 +106,18 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Sendmail { args } => sendmail::main(args, config_path),
         Command::Mailq { spool } => with_config(config_path, spool, |c| mailq::run(&c)),
+        Command::Preflight {
+            sender_domains,
+            no_upstream,
+            json,
+            spool,
+        } => with_config(config_path, spool, |c| {
+            let options = crate::preflight::Options {
+                sender_domains,
+                probe_upstreams: !no_upstream,
+            };
+            preflight::run(&c, options, json)
+        }),
         Command::Queue { spool, command } => {
             with_config(config_path, spool, |c| queue::run(&c, command))
         }

@@ -72,6 +72,9 @@ pub(super) struct RawUpstream {
     max_recipients: usize,
     #[serde(default)]
     max_messages_per_second: f64,
+    spf_include: Option<String>,
+    #[serde(default)]
+    spf_ips: Vec<String>,
 }
 
 fn default_max_recipients() -> usize {
@@ -133,6 +136,10 @@ pub struct Upstream {
     pub max_recipients: usize,
     /// Messages per second (SES's account sending rate); `None` is unlimited.
     pub max_messages_per_second: Option<f64>,
+    /// The domain a sender's SPF must include for this upstream (SES: amazonses.com).
+    pub spf_include: Option<String>,
+    /// Sample addresses this upstream sends from, for the SPF check.
+    pub spf_ips: Vec<std::net::IpAddr>,
 }
 
 impl Upstream {
@@ -321,6 +328,15 @@ fn validate_upstream(
         credentials,
         ca_file: raw.ca_file,
         max_recipients: raw.max_recipients,
+        spf_ips: raw
+            .spf_ips
+            .iter()
+            .map(|ip| {
+                ip.parse()
+                    .map_err(|_| invalid(key("spf_ips"), format!("'{ip}' is not an IP address")))
+            })
+            .collect::<Result<_, _>>()?,
+        spf_include: raw.spf_include,
         max_messages_per_second: (raw.max_messages_per_second > 0.0)
             .then_some(raw.max_messages_per_second),
     })

@@ -54,6 +54,10 @@ struct RawConfig {
     rewrite: rewrite::RawRewrite,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
+    preflight: RawPreflight,
     /// `[[upstream]]` tables, in priority order.
     #[serde(default)]
     upstream: Vec<delivery::RawUpstream>,
@@ -97,6 +101,47 @@ impl Default for RawSmtp {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDns {
+    nameservers: Vec<String>,
+    timeout: String,
+}
+
+impl Default for RawDns {
+    fn default() -> RawDns {
+        RawDns {
+            nameservers: Vec::new(),
+            timeout: "3s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPreflight {
+    public_ip: Option<String>,
+    metadata_url: Option<String>,
+}
+
+/// `[dns]`: which servers the preflight audit asks.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Empty: the system's resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+/// `[preflight]`: what the audit cannot find out by itself.
+#[derive(Debug, Clone, Default)]
+pub struct PreflightConfig {
+    /// The address receivers see this VM send from, for the reverse DNS check.
+    pub public_ip: Option<std::net::IpAddr>,
+    /// An http:// URL that answers with that address (a cloud metadata service). Never
+    /// contacted unless set.
+    pub metadata_url: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
@@ -133,6 +178,8 @@ pub struct Config {
     pub upstream_helo: String,
     /// Where `/metrics` and `/healthz` are served; None: not served.
     pub metrics_listen: Option<SocketAddr>,
+    pub dns: DnsConfig,
+    pub preflight: PreflightConfig,
     /// Things that work but deserve the operator's attention, logged at start.
     pub warnings: Vec<String>,
 }
@@ -253,6 +300,46 @@ impl Config {
                     })
                 })
                 .transpose()?,
+            dns: DnsConfig {
+                nameservers: raw
+                    .dns
+                    .nameservers
+                    .iter()
+                    .enumerate()
+                    .map(|(index, text)| {
+                        text.parse().map_err(|_| {
+                            invalid(
+                                format!("dns.nameservers[{index}]"),
+                                format!("'{text}' is not an ADDRESS:PORT such as 127.0.0.1:53"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                timeout: duration("dns.timeout", &raw.dns.timeout)?,
+            },
+            preflight: PreflightConfig {
+                public_ip: raw
+                    .preflight
+                    .public_ip
+                    .map(|text| {
+                        text.parse().map_err(|_| {
+                            invalid(
+                                "preflight.public_ip",
+                                format!("'{text}' is not an IP address"),
+                            )
+                        })
+                    })
+                    .transpose()?,
+                metadata_url: match raw.preflight.metadata_url {
+                    Some(url) if !url.starts_with("http://") => {
+                        return Err(invalid(
+                            "preflight.metadata_url",
+                            format!("'{url}' is not an http:// URL"),
+                        ));
+                    }
+                    other => other,
+                },
+            },
             warnings,
         })
     }

@@ -22,7 +22,7 @@ use crate::config::{Config, DeliveryConfig};
 use crate::spool::{DeliveryStore, now_ms};
 use crate::telemetry::Metrics;
 use rate::RateLimiter;
-use upstream::{Endpoint, Timeouts};
+pub use upstream::{Endpoint, Probe, Timeouts};
 
 /// Everything workers share for one configuration generation; replaced whole on reload.
 pub struct Shared {

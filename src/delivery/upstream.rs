@@ -6,11 +6,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_send::smtp::tls::build_tls_connector;
 use mail_send::{SmtpClient, SmtpClientBuilder};
 use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -96,12 +97,23 @@ pub struct Endpoint {
     pub upstream: Upstream,
     pub helo: String,
     tls: TlsConnector,
+    /// Kept apart from the TLS configuration so that preflight can ask it about the future.
+    verifier: Arc<dyn ServerCertVerifier>,
+}
+
+/// What a probe of an upstream learned (preflight).
+pub struct Probe {
+    /// The SIZE limit it advertises (0: none advertised).
+    pub size: usize,
+    /// The certificate chain will no longer verify on this date (within the look-ahead).
+    pub expires_within_lookahead: bool,
 }
 
 impl Endpoint {
     /// Builds the TLS configuration once: the configured CA file, or the system's roots.
     pub fn new(upstream: Upstream, helo: String) -> Result<Endpoint, String> {
-        let tls = match &upstream.ca_file {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier: Arc<dyn ServerCertVerifier> = match &upstream.ca_file {
             Some(path) => {
                 let mut roots = RootCertStore::empty();
                 let certificates = CertificateDer::pem_file_iter(path)
@@ -113,18 +125,77 @@ impl Endpoint {
                         .add(certificate)
                         .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
                 }
-                let config = rustls::ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                TlsConnector::from(Arc::new(config))
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?
             }
-            None => build_tls_connector(false)?,
+            None => Arc::new(
+                rustls_platform_verifier::Verifier::new(provider.clone())
+                    .map_err(|e| format!("cannot load the system's trust store: {e}"))?,
+            ),
         };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
         Ok(Endpoint {
             upstream,
             helo,
-            tls,
+            tls: TlsConnector::from(Arc::new(config)),
+            verifier,
         })
+    }
+
+    /// Connects (TLS and AUTH as for delivery), reads what preflight wants to know, and says
+    /// QUIT without sending anything.
+    pub async fn probe(&self, timeouts: Timeouts, lookahead: Duration) -> Result<Probe, Unusable> {
+        let mut connection = self.connect(timeouts).await?;
+        let probe = match &mut connection.client {
+            Client::Tls(client) => {
+                let chain: Vec<CertificateDer<'static>> = client
+                    .tls_connection()
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default();
+                let size = client.ehlo(&self.helo).await.map(|e| e.size).unwrap_or(0);
+                Probe {
+                    size,
+                    expires_within_lookahead: self.expires_within(&chain, lookahead),
+                }
+            }
+            Client::Plain(client) => Probe {
+                size: client.ehlo(&self.helo).await.map(|e| e.size).unwrap_or(0),
+                expires_within_lookahead: false,
+            },
+        };
+        connection.quit().await;
+        Ok(probe)
+    }
+
+    /// Verifies the chain as of `lookahead` from now: failing with an expiry means the
+    /// certificate runs out before then.
+    fn expires_within(&self, chain: &[CertificateDer<'static>], lookahead: Duration) -> bool {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        let Ok(name) = ServerName::try_from(self.upstream.host.clone()) else {
+            return false;
+        };
+        let later = std::time::SystemTime::now() + lookahead;
+        let at = UnixTime::since_unix_epoch(
+            later
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        matches!(
+            self.verifier
+                .verify_server_cert(leaf, intermediates, &name, &[], at),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. }
+            ))
+        )
     }
 
     pub async fn connect(&self, timeouts: Timeouts) -> Result<Connection, Unusable> {

@@ -11,6 +11,11 @@ pub struct SenderDomains {
 }
 
 impl SenderDomains {
+    /// The configured domains, lower-case.
+    pub fn domains(&self) -> &[String] {
+        &self.domains
+    }
+
     pub fn new(domains: Vec<String>) -> SenderDomains {
         SenderDomains {
             domains: domains

@@ -6,6 +6,7 @@ mod delivery;
 mod durability;
 mod identity;
 mod metrics;
+mod preflight;
 mod queue;
 mod relay_policy;
 mod sendmail;
