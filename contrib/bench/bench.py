@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""smarthost against Postfix, on this machine, in one run.
+
+For each scenario and each of at least three rounds it measures, alternating, the ceiling
+(smtp-source -> smtp-sink), Postfix as the relay (smtp-source -> Postfix -> smtp-sink) and
+smarthost as the relay (smtp-source -> smarthost -> smtp-sink, upstream TLS off, loopback).
+Figures are medians. Everything runs on 127.0.0.1; every process started is stopped by PID;
+every wait is bounded.
+
+usage: bench.py --smarthost target/release/smarthost [--quick] [--out DIR]
+Prints a Markdown table and writes results.md and results.json to --out.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+POSTFIX_MAIN_CF = """compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.bench.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{sink}
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+alias_maps =
+alias_database =
+local_recipient_maps =
+maillog_file_prefixes = {dir}
+maillog_file = {dir}/maillog
+smtpd_relay_restrictions = permit_mynetworks, reject
+"""
+
+SMARTHOST_CONFIG = """hostname = "smarthost.bench.test"
+[smtp]
+listen = "127.0.0.1:{port}"
+max_connections = 1000
+max_connections_per_ip = 1000
+[spool]
+path = "{dir}/spool.db"
+[delivery]
+connections = {connections}
+[[upstream]]
+host = "127.0.0.1"
+port = {sink}
+tls = "none"
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, limit=20.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {limit}s")
+
+
+def stop(process):
+    if process and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+class Sink:
+    """smtp-sink counting delivered messages (its -c counter on stdout)."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.out = open(workdir / f"sink-{self.port}.out", "w+")
+        self.process = subprocess.Popen(
+            ["smtp-sink", "-u", "postfix", "-c", f"127.0.0.1:{self.port}", "1024"],
+            stdout=self.out, stderr=subprocess.STDOUT)
+        wait_listening(self.port)
+
+    def count(self):
+        self.out.flush()
+        with open(self.out.name) as f:
+            text = f.read()
+        tail = text.replace("\r", "\n").strip().splitlines()
+        for line in reversed(tail):
+            for word in line.split():
+                if word.startswith("mesg="):
+                    return int(word[5:])
+        return 0
+
+    def wait_for(self, count, limit):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self.count() >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self):
+        stop(self.process)
+        self.out.close()
+
+
+class Postfix:
+    def __init__(self, workdir, sink_port):
+        self.dir = workdir / "postfix"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        for sub in ("etc", "queue", "data"):
+            (self.dir / sub).mkdir(parents=True)
+        shutil.chown(self.dir / "data", "postfix")
+        self.port = free_port()
+        (self.dir / "etc" / "main.cf").write_text(POSTFIX_MAIN_CF.format(dir=self.dir, sink=sink_port))
+        master = Path("/etc/postfix/master.cf").read_text().splitlines()
+        master = [f"127.0.0.1:{self.port} inet n - n - - smtpd" if l.startswith("smtp      inet") else l for l in master]
+        (self.dir / "etc" / "master.cf").write_text("\n".join(master) + "\n")
+        subprocess.run(["postfix", "-c", str(self.dir / "etc"), "start"], check=True, capture_output=True)
+        wait_listening(self.port)
+
+    def pids(self):
+        try:
+            master = int((self.dir / "queue" / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
+        return [master] + [int(p) for p in out.split()]
+
+    def close(self):
+        subprocess.run(["postfix", "-c", str(self.dir / "etc"), "stop"], capture_output=True)
+        time.sleep(0.5)
+
+
+class Smarthost:
+    def __init__(self, binary, workdir, sink_port, connections):
+        self.dir = workdir / "smarthost"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        config = self.dir / "smarthost.toml"
+        config.write_text(SMARTHOST_CONFIG.format(port=self.port, dir=self.dir, sink=sink_port, connections=connections))
+        self.process = subprocess.Popen(
+            [binary, "--config", str(config), "serve"],
+            stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "w"), env={**os.environ, "RUST_LOG": "warn"})
+        wait_listening(self.port)
+
+    def pids(self):
+        return [self.process.pid]
+
+    def close(self):
+        stop(self.process)
+
+
+def proc_stat(pids):
+    """(CPU seconds, RSS bytes) summed over processes still alive."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu, rss = 0.0, 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / ticks
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            pass
+    return cpu, rss
+
+
+def run_once(target, relay, sink, sessions, messages, size, limit):
+    """smtp-source into the relay's port; returns the measured figures."""
+    port = relay.port if relay else sink.port
+    before = sink.count()
+    cpu_before, _ = proc_stat(relay.pids()) if relay else (0.0, 0)
+    peak_rss = 0
+    start = time.monotonic()
+    source = subprocess.Popen(
+        ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size), "-d",
+         "-f", "bench@bench.test", "-t", "sink@bench.test", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    accepted_at = None
+    deadline = start + limit
+    while time.monotonic() < deadline:
+        if accepted_at is None and source.poll() is not None:
+            accepted_at = time.monotonic()
+        if relay:
+            peak_rss = max(peak_rss, proc_stat(relay.pids())[1])
+        if accepted_at is not None and sink.count() - before >= messages:
+            break
+        time.sleep(0.02)
+    done_at = time.monotonic()
+    delivered = sink.count() - before
+    if accepted_at is None:
+        stop(source)
+        accepted_at = done_at
+    cpu_after, _ = proc_stat(relay.pids()) if relay else (0.0, 0)
+    return {
+        "target": target,
+        "accept_rate": messages / max(accepted_at - start, 1e-6),
+        "e2e_rate": delivered / max(done_at - start, 1e-6),
+        "delivered": delivered,
+        "complete": delivered >= messages,
+        "peak_rss_mib": peak_rss / 2**20,
+        "cpu_s_per_1000": (cpu_after - cpu_before) / max(messages, 1) * 1000 if relay else 0.0,
+    }
+
+
+def latency(port, count):
+    """Acceptance latency (end of data to 250) from one smtplib client, in ms: p50, p99."""
+    import smtplib
+    samples = []
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("latency.bench.test")
+        body = b"Subject: latency\r\n\r\n" + b"x" * 1000 + b"\r\n"
+        for _ in range(count):
+            client.mail("bench@bench.test")
+            client.rcpt("sink@bench.test")
+            client.putcmd("data")
+            client.getreply()
+            client.send(body + b".\r\n")
+            started = time.perf_counter()
+            code, _ = client.getreply()
+            samples.append((time.perf_counter() - started) * 1000)
+            assert code == 250, code
+    samples.sort()
+    return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+def sendmail_handoff(command, env, runs):
+    message = b"Subject: cron\n\nhello\n"
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, input=message, env=env, check=True, capture_output=True)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smarthost", required=True)
+    parser.add_argument("--quick", action="store_true", help="fewer messages and rounds")
+    parser.add_argument("--out", default="bench-results")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="smarthost-bench-"))
+    rounds = 1 if args.quick else 3
+    scale = 5 if args.quick else 1
+    scenarios = [
+        ("1 session x 1 KiB", 1, 2000 // scale, 1024),
+        ("20 sessions x 1 KiB", 20, 20000 // scale, 1024),
+        ("100 sessions x 1 KiB", 100, 20000 // scale, 1024),
+        ("20 sessions x 100 KiB", 20, 2000 // scale, 100 * 1024),
+    ]
+    results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+               "scenarios": {}}
+    sink = Sink(workdir)
+    try:
+        for name, sessions, messages, size in scenarios:
+            runs = {"ceiling": [], "postfix": [], "smarthost": []}
+            limit = max(120, messages / 50)
+            for _ in range(rounds):
+                for target in ("ceiling", "postfix", "smarthost"):
+                    relay = None
+                    try:
+                        if target == "postfix":
+                            relay = Postfix(workdir, sink.port)
+                        elif target == "smarthost":
+                            relay = Smarthost(args.smarthost, workdir, sink.port, 4)
+                        runs[target].append(run_once(target, relay, sink, sessions, messages, size, limit))
+                    finally:
+                        if relay:
+                            relay.close()
+            summary = {}
+            for target, samples in runs.items():
+                summary[target] = {key: statistics.median(s[key] for s in samples)
+                                   for key in ("accept_rate", "e2e_rate", "peak_rss_mib", "cpu_s_per_1000")}
+                summary[target]["complete"] = all(s["complete"] for s in samples)
+            results["scenarios"][name] = summary
+            print(f"{name}: " + ", ".join(f"{t} {v['e2e_rate']:.0f}/s" for t, v in summary.items()), flush=True)
+        # Latency and sendmail hand-off, each relay on its own.
+        for target in ("postfix", "smarthost"):
+            relay = Postfix(workdir, sink.port) if target == "postfix" else Smarthost(args.smarthost, workdir, sink.port, 4)
+            try:
+                results.setdefault("latency_ms", {})[target] = latency(relay.port, 200 // (scale if args.quick else 1))
+                if target == "postfix":
+                    command = ["/usr/sbin/sendmail", "-C", str(relay.dir / "etc"), "-i", "sink@bench.test"]
+                    env = dict(os.environ)
+                else:
+                    command = [args.smarthost, "--config", str(relay.dir / "smarthost.toml"), "sendmail", "-i", "sink@bench.test"]
+                    env = dict(os.environ)
+                results.setdefault("sendmail_ms", {})[target] = sendmail_handoff(command, env, 200 // (scale if args.quick else 1))
+            finally:
+                relay.close()
+    finally:
+        sink.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = render(results)
+    print(table)
+    (out / "results.md").write_text(table)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+def render(results):
+    lines = [f"Machine {results['machine']} ({results['cores']} cores), {results['date']}.", "",
+             "| scenario | ceiling e2e/s | Postfix accept/s | Postfix e2e/s | smarthost accept/s | smarthost e2e/s | smarthost/Postfix | smarthost/ceiling | RSS MiB (Postfix, smarthost) | CPU s/1000 (Postfix, smarthost) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in results["scenarios"].items():
+        c, p, h = s["ceiling"], s["postfix"], s["smarthost"]
+        lines.append(
+            f"| {name} | {c['e2e_rate']:.0f} | {p['accept_rate']:.0f} | {p['e2e_rate']:.0f} | {h['accept_rate']:.0f} | "
+            f"{h['e2e_rate']:.0f} | {h['e2e_rate'] / max(p['e2e_rate'], 1e-9):.2f} | {h['e2e_rate'] / max(c['e2e_rate'], 1e-9):.2f} | "
+            f"{p['peak_rss_mib']:.0f}, {h['peak_rss_mib']:.0f} | {p['cpu_s_per_1000']:.2f}, {h['cpu_s_per_1000']:.2f} |")
+    if "latency_ms" in results:
+        lat = results["latency_ms"]
+        lines.append("")
+        lines.append(f"Acceptance latency, one client (p50 / p99 ms): Postfix {lat['postfix'][0]:.1f} / {lat['postfix'][1]:.1f}, "
+                     f"smarthost {lat['smarthost'][0]:.1f} / {lat['smarthost'][1]:.1f}.")
+    if "sendmail_ms" in results:
+        sm = results["sendmail_ms"]
+        lines.append(f"sendmail hand-off, median: Postfix {sm['postfix']:.1f} ms, smarthost {sm['smarthost']:.1f} ms.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
