@@ -134,7 +134,10 @@ class Postfix:
         master = Path("/etc/postfix/master.cf").read_text().splitlines()
         master = [f"127.0.0.1:{self.port} inet n - n - - smtpd" if l.startswith("smtp      inet") else l for l in master]
         (self.dir / "etc" / "master.cf").write_text("\n".join(master) + "\n")
-        subprocess.run(["postfix", "-c", str(self.dir / "etc"), "start"], check=True, capture_output=True)
+        started = subprocess.run(["postfix", "-c", str(self.dir / "etc"), "start"], capture_output=True, text=True)
+        if started.returncode != 0:
+            log = (self.dir / "maillog").read_text() if (self.dir / "maillog").exists() else ""
+            raise RuntimeError(f"postfix did not start: {started.stderr}{log[-2000:]}")
         wait_listening(self.port)
 
     def pids(self):
@@ -262,6 +265,8 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="smarthost-bench-"))
+    # Postfix's daemons run as the postfix user and must reach their queue below it.
+    workdir.chmod(0o755)
     rounds = 1 if args.quick else 3
     scale = 5 if args.quick else 1
     scenarios = [

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::open::{OpenMode, open_connection};
 use super::writer::insert_message;
@@ -92,6 +93,8 @@ pub struct AttemptRecord {
 #[derive(Clone)]
 pub struct DeliveryStore {
     pool: SqlitePool,
+    /// To the recorder task, which group-commits delivery outcomes.
+    outcomes: mpsc::Sender<OutcomeJob>,
 }
 
 fn read_error(e: sqlx::Error) -> SpoolError {
@@ -117,7 +120,9 @@ impl DeliveryStore {
                 path: config.path.display().to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(DeliveryStore { pool })
+        let (outcomes, jobs) = mpsc::channel(MAX_OUTCOME_BATCH * 4);
+        tokio::spawn(run_recorder(pool.clone(), jobs));
+        Ok(DeliveryStore { pool, outcomes })
     }
 
     /// At start nobody else is delivering from this spool: every lease is stale.
@@ -221,7 +226,8 @@ impl DeliveryStore {
     }
 
     /// Records one attempt's outcomes for a message's recipients, and the bounce they caused,
-    /// atomically: a bounce is queued exactly when its recipients are marked bounced.
+    /// atomically: a bounce is queued exactly when its recipients are marked bounced. Outcomes
+    /// from parallel deliveries share a transaction (group commit), as enqueues do.
     pub async fn record(
         &self,
         message_id: &str,
@@ -229,85 +235,18 @@ impl DeliveryStore {
         bounce: Option<&NewMessage>,
         now_ms: i64,
     ) -> Result<(), SpoolError> {
-        let mut tx = self.pool.begin().await.map_err(write_error)?;
-        for record in records {
-            let (next_attempt, held_by) = match &record.state {
-                RecipientState::Deferred { next_attempt_at_ms } => {
-                    (Some(*next_attempt_at_ms), None)
-                }
-                RecipientState::Held(by) => (None, Some(by.as_str())),
-                _ => (None, None),
-            };
-            // An operator's hold placed while the attempt ran survives a deferral.
-            let updated = sqlx::query(
-                "UPDATE recipients SET
-                     state = CASE WHEN state = 'held' AND held_by = 'operator' AND ?1 = 'deferred'
-                                  THEN 'held' ELSE ?1 END,
-                     held_by = CASE WHEN state = 'held' AND held_by = 'operator' AND ?1 = 'deferred'
-                                    THEN 'operator' ELSE ?4 END,
-                     attempts = attempts + 1, last_reply = ?2,
-                     next_attempt_at = COALESCE(?3, next_attempt_at),
-                     lease_until = NULL, updated_at = ?5
-                 WHERE id = ?6",
-            )
-            .bind(record.state.name())
-            .bind(&record.reply)
-            .bind(next_attempt)
-            .bind(held_by)
-            .bind(now_ms)
-            .bind(record.recipient_id)
-            .execute(&mut *tx)
+        let outcome = Outcome {
+            message_id: message_id.to_string(),
+            records: records.to_vec(),
+            bounce: bounce.cloned(),
+            now_ms,
+        };
+        let (done, answer) = oneshot::channel();
+        self.outcomes
+            .send((outcome, done))
             .await
-            .map_err(write_error)?;
-            if updated.rows_affected() == 0 {
-                // Deleted by the operator while in flight: nothing to record, nothing to revive.
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO attempts (recipient_id, started_at, duration_ms, upstream, reply, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .bind(record.recipient_id)
-            .bind(record.started_at_ms)
-            .bind(record.duration_ms)
-            .bind(&record.upstream)
-            .bind(&record.reply)
-            .bind(record.state.name())
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
-            bump(&mut tx, record.state.name(), 1).await?;
-            if record.state == RecipientState::Held(HeldBy::Bounce) {
-                bump(&mut tx, "bounce_failures", 1).await?;
-            }
-        }
-        if let Some(bounce) = bounce {
-            insert_message(&mut tx, bounce).await.map_err(write_error)?;
-            bump(&mut tx, "bounces_sent", 1).await?;
-        }
-        // A message with nothing left to do keeps its envelope, headers and history (for
-        // `queue show`) until the retention passes, but not its body.
-        let finished = sqlx::query(
-            "UPDATE messages SET finished_at = ?2 WHERE id = ?1 AND finished_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM recipients
-                               WHERE message_id = ?1 AND state IN ('queued', 'deferred', 'held'))",
-        )
-        .bind(message_id)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error)?;
-        if finished.rows_affected() > 0 {
-            sqlx::query(
-                "UPDATE bodies SET data = substr(data, 1, instr(data, X'0D0A0D0A') + 1)
-                 WHERE message_id = ?1 AND instr(data, X'0D0A0D0A') > 0",
-            )
-            .bind(message_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
-        }
-        tx.commit().await.map_err(write_error)
+            .map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
     }
 
     /// Adds to a counter outside an attempt (for example a configuration error).
@@ -337,6 +276,144 @@ impl DeliveryStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// One attempt's outcomes, waiting for the recorder.
+struct Outcome {
+    message_id: String,
+    records: Vec<AttemptRecord>,
+    bounce: Option<NewMessage>,
+    now_ms: i64,
+}
+
+type OutcomeJob = (Outcome, oneshot::Sender<Result<(), SpoolError>>);
+
+/// Most outcomes in one transaction.
+const MAX_OUTCOME_BATCH: usize = 64;
+
+/// Takes every outcome waiting and commits them together; if that batch fails, each is tried
+/// alone, so one bad outcome cannot fail the others.
+async fn run_recorder(pool: SqlitePool, mut jobs: mpsc::Receiver<OutcomeJob>) {
+    let mut batch: Vec<OutcomeJob> = Vec::with_capacity(MAX_OUTCOME_BATCH);
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_OUTCOME_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let together = write_batch(&pool, batch.iter().map(|(outcome, _)| outcome)).await;
+        for (outcome, done) in batch.drain(..) {
+            let result = match &together {
+                Ok(()) => Ok(()),
+                Err(_) => write_batch(&pool, std::iter::once(&outcome)).await,
+            };
+            let _ = done.send(result);
+        }
+    }
+}
+
+async fn write_batch<'a>(
+    pool: &SqlitePool,
+    outcomes: impl Iterator<Item = &'a Outcome>,
+) -> Result<(), SpoolError> {
+    let mut tx = pool.begin().await.map_err(write_error)?;
+    for outcome in outcomes {
+        write_outcome(&mut tx, outcome).await?;
+    }
+    tx.commit().await.map_err(write_error)
+}
+
+async fn write_outcome(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    outcome: &Outcome,
+) -> Result<(), SpoolError> {
+    let Outcome {
+        message_id,
+        records,
+        bounce,
+        now_ms,
+    } = outcome;
+    let (message_id, now_ms) = (message_id.as_str(), *now_ms);
+    for record in records {
+        let (next_attempt, held_by) = match &record.state {
+            RecipientState::Deferred { next_attempt_at_ms } => (Some(*next_attempt_at_ms), None),
+            RecipientState::Held(by) => (None, Some(by.as_str())),
+            _ => (None, None),
+        };
+        // An operator's hold placed while the attempt ran survives a deferral.
+        let updated = sqlx::query(
+            "UPDATE recipients SET
+                     state = CASE WHEN state = 'held' AND held_by = 'operator' AND ?1 = 'deferred'
+                                  THEN 'held' ELSE ?1 END,
+                     held_by = CASE WHEN state = 'held' AND held_by = 'operator' AND ?1 = 'deferred'
+                                    THEN 'operator' ELSE ?4 END,
+                     attempts = attempts + 1, last_reply = ?2,
+                     next_attempt_at = COALESCE(?3, next_attempt_at),
+                     lease_until = NULL, updated_at = ?5
+                 WHERE id = ?6",
+        )
+        .bind(record.state.name())
+        .bind(&record.reply)
+        .bind(next_attempt)
+        .bind(held_by)
+        .bind(now_ms)
+        .bind(record.recipient_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(write_error)?;
+        if updated.rows_affected() == 0 {
+            // Deleted by the operator while in flight: nothing to record, nothing to revive.
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO attempts (recipient_id, started_at, duration_ms, upstream, reply, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(record.recipient_id)
+        .bind(record.started_at_ms)
+        .bind(record.duration_ms)
+        .bind(&record.upstream)
+        .bind(&record.reply)
+        .bind(record.state.name())
+        .execute(&mut **tx)
+        .await
+        .map_err(write_error)?;
+        bump(tx, record.state.name(), 1).await?;
+        if record.state == RecipientState::Held(HeldBy::Bounce) {
+            bump(tx, "bounce_failures", 1).await?;
+        }
+    }
+    if let Some(bounce) = bounce {
+        insert_message(tx, bounce)
+            .await
+            .map_err(write_error)?;
+        bump(tx, "bounces_sent", 1).await?;
+    }
+    // A message with nothing left to do keeps its envelope, headers and history (for
+    // `queue show`) until the retention passes, but not its body.
+    let finished = sqlx::query(
+        "UPDATE messages SET finished_at = ?2 WHERE id = ?1 AND finished_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM recipients
+                               WHERE message_id = ?1 AND state IN ('queued', 'deferred', 'held'))",
+    )
+    .bind(message_id)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await
+    .map_err(write_error)?;
+    if finished.rows_affected() > 0 {
+        sqlx::query(
+            "UPDATE bodies SET data = substr(data, 1, instr(data, X'0D0A0D0A') + 1)
+                 WHERE message_id = ?1 AND instr(data, X'0D0A0D0A') > 0",
+        )
+        .bind(message_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(write_error)?;
+    }
+    Ok(())
 }
 
 async fn bump(
