@@ -60,6 +60,10 @@ tls = "none"
 """
 
 
+# Parallel deliveries for smarthost: Postfix's default_destination_concurrency_limit is 20.
+CONNECTIONS = 20
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -246,6 +250,66 @@ def latency(port, count):
     return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
 
 
+def idle_memory(relay, sessions):
+    """RSS of an idle relay, and with `sessions` idle SMTP sessions open (after EHLO)."""
+    time.sleep(1)
+    idle = proc_stat(relay.pids())[1] / 2**20
+    clients = []
+    try:
+        for _ in range(sessions):
+            client = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+            client.recv(512)
+            client.sendall(b"EHLO idle.bench.test\r\n")
+            client.recv(1024)
+            clients.append(client)
+        time.sleep(1)
+        busy = proc_stat(relay.pids())[1] / 2**20
+    finally:
+        for client in clients:
+            client.close()
+    return idle, busy
+
+
+def burst(binary, workdir, sink, messages):
+    """smarthost only: a burst far larger than delivery keeps up with. Returns the acceptance
+    rate, the drain rate after acceptance ended, the peak RSS, and whether every message
+    arrived."""
+    relay = Smarthost(binary, workdir, sink.port, CONNECTIONS)
+    try:
+        before = sink.count()
+        start = time.monotonic()
+        source = subprocess.Popen(
+            ["smtp-source", "-s", "20", "-m", str(messages), "-l", "1024", "-d",
+             "-f", "bench@bench.test", "-t", "sink@bench.test", f"127.0.0.1:{relay.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak = 0
+        accepted_at = None
+        delivered_at_acceptance = 0
+        deadline = start + max(600, messages / 100)
+        while time.monotonic() < deadline:
+            peak = max(peak, proc_stat(relay.pids())[1])
+            if accepted_at is None and source.poll() is not None:
+                accepted_at = time.monotonic()
+                delivered_at_acceptance = sink.count() - before
+            if accepted_at is not None and sink.count() - before >= messages:
+                break
+            time.sleep(0.1)
+        done = time.monotonic()
+        delivered = sink.count() - before
+        accepted_at = accepted_at or done
+        return {
+            "messages": messages,
+            "accept_rate": messages / max(accepted_at - start, 1e-6),
+            "drain_rate": (delivered - delivered_at_acceptance) / max(done - accepted_at, 1e-6),
+            "steady_rate": delivered_at_acceptance / max(accepted_at - start, 1e-6),
+            "peak_rss_mib": peak / 2**20,
+            "all_delivered": delivered >= messages,
+            "queue_depth_at_acceptance": messages - delivered_at_acceptance,
+        }
+    finally:
+        relay.close()
+
+
 def sendmail_handoff(command, env, runs):
     message = b"Subject: cron\n\nhello\n"
     times = []
@@ -289,7 +353,7 @@ def main():
                         if target == "postfix":
                             relay = Postfix(workdir, sink.port)
                         elif target == "smarthost":
-                            relay = Smarthost(args.smarthost, workdir, sink.port, 4)
+                            relay = Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
                         runs[target].append(run_once(target, relay, sink, sessions, messages, size, limit))
                     finally:
                         if relay:
@@ -303,7 +367,7 @@ def main():
             print(f"{name}: " + ", ".join(f"{t} {v['e2e_rate']:.0f}/s" for t, v in summary.items()), flush=True)
         # Latency and sendmail hand-off, each relay on its own.
         for target in ("postfix", "smarthost"):
-            relay = Postfix(workdir, sink.port) if target == "postfix" else Smarthost(args.smarthost, workdir, sink.port, 4)
+            relay = Postfix(workdir, sink.port) if target == "postfix" else Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
             try:
                 results.setdefault("latency_ms", {})[target] = latency(relay.port, 200 // (scale if args.quick else 1))
                 if target == "postfix":
@@ -315,6 +379,12 @@ def main():
                 results.setdefault("sendmail_ms", {})[target] = sendmail_handoff(command, env, 200 // (scale if args.quick else 1))
             finally:
                 relay.close()
+        relay = Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
+        try:
+            results["idle_rss_mib"], results["idle_500_sessions_rss_mib"] = idle_memory(relay, 500)
+        finally:
+            relay.close()
+        results["burst"] = burst(args.smarthost, workdir, sink, 100_000 // scale)
     finally:
         sink.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -342,6 +412,15 @@ def render(results):
     if "sendmail_ms" in results:
         sm = results["sendmail_ms"]
         lines.append(f"sendmail hand-off, median: Postfix {sm['postfix']:.1f} ms, smarthost {sm['smarthost']:.1f} ms.")
+    if "idle_rss_mib" in results:
+        lines.append(f"smarthost RSS: idle {results['idle_rss_mib']:.1f} MiB, with 500 idle sessions "
+                     f"{results['idle_500_sessions_rss_mib']:.1f} MiB.")
+    if "burst" in results:
+        b = results["burst"]
+        lines.append(f"Burst of {b['messages']} x 1 KiB into smarthost: accepted at {b['accept_rate']:.0f}/s "
+                     f"(queue {b['queue_depth_at_acceptance']} deep when acceptance ended), delivered at "
+                     f"{b['steady_rate']:.0f}/s meanwhile and drained at {b['drain_rate']:.0f}/s after; peak RSS "
+                     f"{b['peak_rss_mib']:.0f} MiB; every message delivered: {b['all_delivered']}.")
     return "\n".join(lines) + "\n"
 
 

@@ -43,7 +43,7 @@ impl Default for RawDelivery {
             delivered_retention: "1d".into(),
             poll_interval: "1s".into(),
             lease: "15m".into(),
-            connections: 4,
+            connections: 20,
             hold_on: DEFAULT_HOLD_ON.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -399,7 +399,7 @@ mod tests {
         );
         assert_eq!(
             (config.delivery.connections, upstream.max_recipients),
-            (4, 50)
+            (20, 50)
         );
         assert!(
             !format!("{config:?}").contains("s3cret"),

@@ -386,9 +386,7 @@ async fn write_outcome(
         }
     }
     if let Some(bounce) = bounce {
-        insert_message(tx, bounce)
-            .await
-            .map_err(write_error)?;
+        insert_message(tx, bounce).await.map_err(write_error)?;
         bump(tx, "bounces_sent", 1).await?;
     }
     // A message with nothing left to do keeps its envelope, headers and history (for
