@@ -46,7 +46,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         tracing::warn!("{warning}");
     }
     let (spool, writer) = Spool::start(&config.spool).await?;
-    let store = DeliveryStore::open(&config.spool).await?;
+    let store = DeliveryStore::open(&config.spool, spool.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let reloader = Reloader {
@@ -79,6 +79,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
 
     let delivery = if config.delivery.upstreams.is_empty() {
         tracing::warn!("no [[upstream]] configured: mail is accepted and queued, not delivered");
+        // Its spool handle must not outlive the sessions, or the writer never ends.
+        drop(shared_rx);
         None
     } else {
         Some(tokio::spawn(delivery::run(shared_rx, stop_rx)))
@@ -119,8 +121,17 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             abort.abort();
         }
     }
-    // Every Spool handle is gone with the sessions: the writer commits what it holds and ends.
-    let stats = writer.await.context("spool writer failed")?;
+    // Every Spool handle is gone with the sessions, delivery and this last store: the writer
+    // commits what it holds and ends. Bounded, so that a forgotten handle cannot keep the
+    // process alive.
+    drop(store);
+    let stats = match tokio::time::timeout(config.smtp.shutdown_grace, writer).await {
+        Ok(stats) => stats.context("spool writer failed")?,
+        Err(_) => {
+            tracing::warn!("spool writer still had a user at shutdown; stopping anyway");
+            return Ok(());
+        }
+    };
     tracing::info!(
         commits = stats.commits,
         messages = stats.messages,

@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::SqliteConnection;
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
 
 use super::open::{OpenMode, open_connection};
-use super::writer::insert_message;
+use super::writer::{Spool, insert_message};
 use super::{BodyType, NewMessage, SpoolError};
 use crate::config::SpoolConfig;
 
@@ -92,9 +92,11 @@ pub struct AttemptRecord {
 /// (WAL, busy timeout).
 #[derive(Clone)]
 pub struct DeliveryStore {
+    /// For reads and rare writes (lease clearing, releases, purges).
     pool: SqlitePool,
-    /// To the recorder task, which group-commits delivery outcomes.
-    outcomes: mpsc::Sender<OutcomeJob>,
+    /// Claims and outcomes go through the spool's one writer, which commits them together
+    /// with new messages: no two writers ever wait on each other's lock.
+    spool: Spool,
 }
 
 fn read_error(e: sqlx::Error) -> SpoolError {
@@ -106,7 +108,7 @@ fn write_error(e: sqlx::Error) -> SpoolError {
 }
 
 impl DeliveryStore {
-    pub async fn open(config: &SpoolConfig) -> Result<DeliveryStore, SpoolError> {
+    pub async fn open(config: &SpoolConfig, spool: Spool) -> Result<DeliveryStore, SpoolError> {
         // Migrate (and create) through the ordinary path first; the pool then reuses the file.
         let conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
         super::open::close_quietly(conn).await;
@@ -120,9 +122,7 @@ impl DeliveryStore {
                 path: config.path.display().to_string(),
                 reason: e.to_string(),
             })?;
-        let (outcomes, jobs) = mpsc::channel(MAX_OUTCOME_BATCH * 4);
-        tokio::spawn(run_recorder(pool.clone(), jobs));
-        Ok(DeliveryStore { pool, outcomes })
+        Ok(DeliveryStore { pool, spool })
     }
 
     /// At start nobody else is delivering from this spool: every lease is stale.
@@ -156,63 +156,13 @@ impl DeliveryStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<ClaimedMessage>, SpoolError> {
-        let lease_until = now_ms + lease.as_millis() as i64;
-        let mut tx = self.pool.begin().await.map_err(write_error)?;
-        let rows = sqlx::query(
-            "UPDATE recipients SET lease_until = ?1, updated_at = ?2
-             WHERE id IN (
-                 SELECT id FROM recipients
-                 WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?2
-                   AND (lease_until IS NULL OR lease_until < ?2)
-                 ORDER BY next_attempt_at, id LIMIT ?3)
-             RETURNING id, message_id, address, attempts",
-        )
-        .bind(lease_until)
-        .bind(now_ms)
-        .bind(limit as i64)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(write_error)?;
-        let mut by_message: HashMap<String, Vec<ClaimedRecipient>> = HashMap::new();
-        for row in rows {
-            by_message
-                .entry(row.get::<String, _>(1))
-                .or_default()
-                .push(ClaimedRecipient {
-                    id: row.get(0),
-                    address: row.get(2),
-                    attempts: row.get(3),
-                });
-        }
-        let mut claimed = Vec::with_capacity(by_message.len());
-        for (id, mut recipients) in by_message {
-            recipients.sort_by_key(|r| r.id);
-            let row = sqlx::query(
-                "SELECT m.sender, m.received_at, m.body_type, m.smtputf8, b.data
-                 FROM messages m JOIN bodies b ON b.message_id = m.id WHERE m.id = ?1",
-            )
-            .bind(&id)
-            .fetch_one(&mut *tx)
+        self.spool
+            .claim(ClaimRequest {
+                now_ms,
+                lease,
+                limit,
+            })
             .await
-            .map_err(read_error)?;
-            let body_type: String = row.get(2);
-            claimed.push(ClaimedMessage {
-                id,
-                sender: row.get(0),
-                received_at_ms: row.get(1),
-                body_type: if body_type == "8BITMIME" {
-                    BodyType::EightBitMime
-                } else {
-                    BodyType::SevenBit
-                },
-                smtputf8: row.get(3),
-                body: Arc::new(row.get(4)),
-                recipients,
-            });
-        }
-        tx.commit().await.map_err(write_error)?;
-        claimed.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(claimed)
     }
 
     /// When the earliest not-yet-due recipient becomes due (unix ms), if any.
@@ -241,12 +191,7 @@ impl DeliveryStore {
             bounce: bounce.cloned(),
             now_ms,
         };
-        let (done, answer) = oneshot::channel();
-        self.outcomes
-            .send((outcome, done))
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        answer.await.map_err(|_| SpoolError::Closed)?
+        self.spool.record(outcome).await
     }
 
     /// Adds to a counter outside an attempt (for example a configuration error).
@@ -278,55 +223,89 @@ impl DeliveryStore {
     }
 }
 
-/// One attempt's outcomes, waiting for the recorder.
-struct Outcome {
+/// One attempt's outcomes, waiting for the writer.
+pub(super) struct Outcome {
     message_id: String,
     records: Vec<AttemptRecord>,
     bounce: Option<NewMessage>,
     now_ms: i64,
 }
 
-type OutcomeJob = (Outcome, oneshot::Sender<Result<(), SpoolError>>);
-
-/// Most outcomes in one transaction.
-const MAX_OUTCOME_BATCH: usize = 64;
-
-/// Takes every outcome waiting and commits them together; if that batch fails, each is tried
-/// alone, so one bad outcome cannot fail the others.
-async fn run_recorder(pool: SqlitePool, mut jobs: mpsc::Receiver<OutcomeJob>) {
-    let mut batch: Vec<OutcomeJob> = Vec::with_capacity(MAX_OUTCOME_BATCH);
-    while let Some(first) = jobs.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_OUTCOME_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let together = write_batch(&pool, batch.iter().map(|(outcome, _)| outcome)).await;
-        for (outcome, done) in batch.drain(..) {
-            let result = match &together {
-                Ok(()) => Ok(()),
-                Err(_) => write_batch(&pool, std::iter::once(&outcome)).await,
-            };
-            let _ = done.send(result);
-        }
-    }
+/// A claim for due recipients, run by the writer.
+pub(super) struct ClaimRequest {
+    pub now_ms: i64,
+    pub lease: Duration,
+    pub limit: usize,
 }
 
-async fn write_batch<'a>(
-    pool: &SqlitePool,
-    outcomes: impl Iterator<Item = &'a Outcome>,
-) -> Result<(), SpoolError> {
-    let mut tx = pool.begin().await.map_err(write_error)?;
-    for outcome in outcomes {
-        write_outcome(&mut tx, outcome).await?;
+/// Claims up to `limit` due recipients (oldest due first) for `lease`, grouped by message
+/// with each message's envelope and body.
+pub(super) async fn claim_in(
+    conn: &mut SqliteConnection,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedMessage>, sqlx::Error> {
+    let ClaimRequest {
+        now_ms,
+        lease,
+        limit,
+    } = *request;
+    let lease_until = now_ms + lease.as_millis() as i64;
+    let rows = sqlx::query(
+        "UPDATE recipients SET lease_until = ?1, updated_at = ?2
+         WHERE id IN (
+             SELECT id FROM recipients
+             WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?2
+               AND (lease_until IS NULL OR lease_until < ?2)
+             ORDER BY next_attempt_at, id LIMIT ?3)
+         RETURNING id, message_id, address, attempts",
+    )
+    .bind(lease_until)
+    .bind(now_ms)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_message: HashMap<String, Vec<ClaimedRecipient>> = HashMap::new();
+    for row in rows {
+        by_message
+            .entry(row.get::<String, _>(1))
+            .or_default()
+            .push(ClaimedRecipient {
+                id: row.get(0),
+                address: row.get(2),
+                attempts: row.get(3),
+            });
     }
-    tx.commit().await.map_err(write_error)
+    let mut claimed = Vec::with_capacity(by_message.len());
+    for (id, mut recipients) in by_message {
+        recipients.sort_by_key(|r| r.id);
+        let row = sqlx::query(
+            "SELECT m.sender, m.received_at, m.body_type, m.smtputf8, b.data
+             FROM messages m JOIN bodies b ON b.message_id = m.id WHERE m.id = ?1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await?;
+        let body_type: String = row.get(2);
+        claimed.push(ClaimedMessage {
+            id,
+            sender: row.get(0),
+            received_at_ms: row.get(1),
+            body_type: if body_type == "8BITMIME" {
+                BodyType::EightBitMime
+            } else {
+                BodyType::SevenBit
+            },
+            smtputf8: row.get(3),
+            body: Arc::new(row.get(4)),
+            recipients,
+        });
+    }
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(claimed)
 }
 
-async fn write_outcome(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+pub(super) async fn write_outcome(
+    conn: &mut SqliteConnection,
     outcome: &Outcome,
 ) -> Result<(), SpoolError> {
     let Outcome {
@@ -360,7 +339,7 @@ async fn write_outcome(
         .bind(held_by)
         .bind(now_ms)
         .bind(record.recipient_id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(write_error)?;
         if updated.rows_affected() == 0 {
@@ -377,17 +356,17 @@ async fn write_outcome(
         .bind(&record.upstream)
         .bind(&record.reply)
         .bind(record.state.name())
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(write_error)?;
-        bump(tx, record.state.name(), 1).await?;
+        bump(conn, record.state.name(), 1).await?;
         if record.state == RecipientState::Held(HeldBy::Bounce) {
-            bump(tx, "bounce_failures", 1).await?;
+            bump(conn, "bounce_failures", 1).await?;
         }
     }
     if let Some(bounce) = bounce {
-        insert_message(tx, bounce).await.map_err(write_error)?;
-        bump(tx, "bounces_sent", 1).await?;
+        insert_message(conn, bounce).await.map_err(write_error)?;
+        bump(conn, "bounces_sent", 1).await?;
     }
     // A message with nothing left to do keeps its envelope, headers and history (for
     // `queue show`) until the retention passes, but not its body.
@@ -398,7 +377,7 @@ async fn write_outcome(
     )
     .bind(message_id)
     .bind(now_ms)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await
     .map_err(write_error)?;
     if finished.rows_affected() > 0 {
@@ -407,22 +386,18 @@ async fn write_outcome(
                  WHERE message_id = ?1 AND instr(data, X'0D0A0D0A') > 0",
         )
         .bind(message_id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(write_error)?;
     }
     Ok(())
 }
 
-async fn bump(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    name: &str,
-    by: i64,
-) -> Result<(), SpoolError> {
+async fn bump(conn: &mut SqliteConnection, name: &str, by: i64) -> Result<(), SpoolError> {
     sqlx::query("UPDATE counters SET value = value + ?2 WHERE name = ?1")
         .bind(name)
         .bind(by)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(write_error)?;
     Ok(())

@@ -1,14 +1,17 @@
-//! The single spool writer and its group commit: sessions hand over messages through a
-//! channel; the writer takes everything waiting, writes it in one transaction and answers every
-//! sender only after COMMIT returned. While one commit's fsync runs, the next batch gathers.
+//! The single spool writer and its group commit: sessions hand over messages, delivery hands
+//! over its claims and outcomes, all through one channel; the writer takes everything waiting,
+//! writes it in one transaction and answers every sender only after COMMIT returned. While one
+//! commit's fsync runs, the next batch gathers. With one writer, no write ever waits on
+//! SQLite's lock (whose busy handler sleeps in steps of milliseconds).
 
 use sqlx::{Connection, SqliteConnection};
 use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::delivery_store::{ClaimRequest, Outcome, claim_in, write_outcome};
 use super::open::{OpenMode, close_quietly, open_connection};
-use super::{NewMessage, SpoolError};
+use super::{ClaimedMessage, NewMessage, SpoolError};
 use crate::config::SpoolConfig;
 
 /// Most messages in one transaction, and most body bytes: large enough that a busy relay
@@ -24,9 +27,53 @@ pub struct Spool {
     committed: Arc<Notify>,
 }
 
-struct Job {
-    message: NewMessage,
-    done: oneshot::Sender<Result<(), SpoolError>>,
+enum Job {
+    Enqueue {
+        message: NewMessage,
+        done: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    Record {
+        outcome: Outcome,
+        done: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    Claim {
+        request: ClaimRequest,
+        done: oneshot::Sender<Result<Vec<ClaimedMessage>, SpoolError>>,
+    },
+}
+
+/// What one job produced inside the transaction, handed out after COMMIT.
+enum Done {
+    Unit,
+    Claimed(Vec<ClaimedMessage>),
+}
+
+impl Job {
+    fn size(&self) -> usize {
+        match self {
+            Job::Enqueue { message, .. } => message.body.len(),
+            Job::Record { .. } | Job::Claim { .. } => 0,
+        }
+    }
+
+    fn is_enqueue(&self) -> bool {
+        matches!(self, Job::Enqueue { .. })
+    }
+
+    fn answer(self, result: Result<Done, SpoolError>) {
+        // A requester that went away no longer needs the answer; what it asked is committed.
+        match self {
+            Job::Enqueue { done, .. } | Job::Record { done, .. } => {
+                let _ = done.send(result.map(|_| ()));
+            }
+            Job::Claim { done, .. } => {
+                let _ = done.send(result.map(|d| match d {
+                    Done::Claimed(claimed) => claimed,
+                    Done::Unit => Vec::new(),
+                }));
+            }
+        }
+    }
 }
 
 /// What the writer did, reported when it stops.
@@ -58,11 +105,29 @@ impl Spool {
     /// Returns once the message is committed to disk, or with the reason it is not.
     pub async fn enqueue(&self, message: NewMessage) -> Result<(), SpoolError> {
         let (done, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { message, done })
-            .await
-            .map_err(|_| SpoolError::Closed)?;
+        self.submit(Job::Enqueue { message, done }).await?;
         answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Records delivery outcomes (with their bounce), committed with whatever else is waiting.
+    pub(super) async fn record(&self, outcome: Outcome) -> Result<(), SpoolError> {
+        let (done, answer) = oneshot::channel();
+        self.submit(Job::Record { outcome, done }).await?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Claims due recipients under a lease.
+    pub(super) async fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> Result<Vec<ClaimedMessage>, SpoolError> {
+        let (done, answer) = oneshot::channel();
+        self.submit(Job::Claim { request, done }).await?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    async fn submit(&self, job: Job) -> Result<(), SpoolError> {
+        self.jobs.send(job).await.map_err(|_| SpoolError::Closed)
     }
 }
 
@@ -72,64 +137,105 @@ async fn run_writer(
     committed: Arc<Notify>,
 ) -> WriterStats {
     let mut stats = WriterStats::default();
-    let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH_MESSAGES);
     while let Some(first) = jobs.recv().await {
-        let mut bytes = first.message.body.len();
+        let mut bytes = first.size();
         batch.push(first);
         while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
             match jobs.try_recv() {
                 Ok(job) => {
-                    bytes += job.message.body.len();
+                    bytes += job.size();
                     batch.push(job);
                 }
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut conn, &batch).await;
-        match &result {
-            Ok(()) => {
-                committed.notify_one();
-                stats.commits += 1;
-                stats.messages += batch.len() as u64;
-                tracing::debug!(messages = batch.len(), bytes, "spool commit");
+        let enqueued = batch.iter().filter(|j| j.is_enqueue()).count();
+        match write_batch(&mut conn, &batch, enqueued).await {
+            Ok(results) => {
+                if enqueued > 0 {
+                    committed.notify_one();
+                    stats.commits += 1;
+                    stats.messages += enqueued as u64;
+                }
+                tracing::debug!(jobs = batch.len(), enqueued, bytes, "spool commit");
+                for (job, result) in batch.drain(..).zip(results) {
+                    log_queued(&job);
+                    job.answer(Ok(result));
+                }
             }
             Err(error) => {
                 stats.failed_batches += 1;
-                tracing::error!(messages = batch.len(), %error, "spool commit failed; clients are told 452 4.3.1");
+                tracing::error!(jobs = batch.len(), %error, "spool commit failed; trying each job alone");
+                // One bad job must not fail the others: each gets its own transaction.
+                for job in batch.drain(..) {
+                    let alone = write_batch(
+                        &mut conn,
+                        std::slice::from_ref(&job),
+                        usize::from(job.is_enqueue()),
+                    )
+                    .await;
+                    match alone {
+                        Ok(mut results) => {
+                            log_queued(&job);
+                            job.answer(Ok(results.remove(0)));
+                        }
+                        Err(error) => job.answer(Err(error)),
+                    }
+                }
             }
-        }
-        for job in batch.drain(..) {
-            if result.is_ok() {
-                tracing::info!(queue_id = %job.message.id, sender = %job.message.sender,
-                    recipients = job.message.recipients.len(), size = job.message.body.len(), "queued");
-            }
-            // A session that went away no longer needs the answer; its message stays committed.
-            let _ = job.done.send(result.clone());
         }
     }
     close_quietly(conn).await;
     stats
 }
 
-/// Writes every message of the batch and commits once. On any error nothing of the batch is
-/// committed (the transaction rolls back when dropped), and every sender hears the error.
-async fn write_batch(conn: &mut SqliteConnection, batch: &[Job]) -> Result<(), SpoolError> {
+fn log_queued(job: &Job) {
+    if let Job::Enqueue { message, .. } = job {
+        tracing::info!(queue_id = %message.id, sender = %message.sender,
+            recipients = message.recipients.len(), size = message.body.len(), "queued");
+    }
+}
+
+/// Runs every job of the batch and commits once. On any error nothing of the batch is
+/// committed (the transaction rolls back when dropped).
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    batch: &[Job],
+    enqueued: usize,
+) -> Result<Vec<Done>, SpoolError> {
     let write_error = |e: sqlx::Error| SpoolError::Write(e.to_string());
     let mut tx = conn.begin().await.map_err(write_error)?;
+    let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        insert_message(&mut tx, &job.message)
-            .await
-            .map_err(write_error)?;
+        results.push(match job {
+            Job::Enqueue { message, .. } => {
+                insert_message(&mut tx, message)
+                    .await
+                    .map_err(write_error)?;
+                Done::Unit
+            }
+            Job::Record { outcome, .. } => {
+                write_outcome(&mut tx, outcome).await?;
+                Done::Unit
+            }
+            Job::Claim { request, .. } => {
+                Done::Claimed(claim_in(&mut tx, request).await.map_err(write_error)?)
+            }
+        });
     }
-    sqlx::query(
-        "UPDATE counters SET value = value + CASE name WHEN 'enqueue_commits' THEN 1 ELSE ?1 END
-         WHERE name IN ('enqueue_commits', 'messages_enqueued')",
-    )
-    .bind(batch.len() as i64)
-    .execute(&mut *tx)
-    .await
-    .map_err(write_error)?;
-    tx.commit().await.map_err(write_error)
+    if enqueued > 0 {
+        sqlx::query(
+            "UPDATE counters SET value = value + CASE name WHEN 'enqueue_commits' THEN 1 ELSE ?1 END
+             WHERE name IN ('enqueue_commits', 'messages_enqueued')",
+        )
+        .bind(enqueued as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error)?;
+    }
+    tx.commit().await.map_err(write_error)?;
+    Ok(results)
 }
 
 pub(super) async fn insert_message(
