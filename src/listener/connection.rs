@@ -14,7 +14,10 @@ use crate::received;
 use crate::spool::{QueueId, Spool, SpoolError};
 use crate::telemetry::Metrics;
 
-const READ_CHUNK: usize = 64 * 1024;
+/// Read sizes: large while a message streams in, small between commands, so that hundreds
+/// of idle sessions do not each hold a large buffer.
+const DATA_READ_CHUNK: usize = 64 * 1024;
+const COMMAND_READ_CHUNK: usize = 2 * 1024;
 
 /// What every connection needs besides its stream.
 #[derive(Clone)]
@@ -34,7 +37,7 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut session = Session::new(intake.policy.clone(), peer);
     intake.metrics.sessions.inc();
-    let mut input = Vec::with_capacity(4096);
+    let mut input = Vec::with_capacity(COMMAND_READ_CHUNK);
     let mut output = Vec::with_capacity(1024);
     session.greeting().write_to(&mut output);
     loop {
@@ -108,7 +111,16 @@ async fn read_more<R: AsyncRead + Unpin>(
         return ReadResult::Stop(reply::SHUTTING_DOWN);
     }
     let start = input.len();
-    input.resize(start + READ_CHUNK, 0);
+    if !in_data && start == 0 && input.capacity() > 4 * COMMAND_READ_CHUNK {
+        // A message just ended: give its buffer back before waiting, perhaps for minutes.
+        input.shrink_to(COMMAND_READ_CHUNK);
+    }
+    let chunk = if in_data {
+        DATA_READ_CHUNK
+    } else {
+        COMMAND_READ_CHUNK
+    };
+    input.resize(start + chunk, 0);
     let read = tokio::time::timeout(session.timeout(), async {
         tokio::select! {
             result = reader.read(&mut input[start..]) => Some(result),
