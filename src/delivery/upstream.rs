@@ -221,7 +221,21 @@ impl Endpoint {
             }
         }
         .map_err(unusable)?;
-        Ok(Connection { client, timeouts })
+        let mut connection = Connection {
+            client,
+            timeouts,
+            pipelining: false,
+        };
+        // mail-send keeps the capabilities it saw to itself: ask once more, once per
+        // connection, whether commands may be pipelined (RFC 2920).
+        connection.set_timeout(timeouts.command);
+        let capabilities = match &mut connection.client {
+            Client::Tls(client) => client.ehlo(&self.helo).await,
+            Client::Plain(client) => client.ehlo(&self.helo).await,
+        };
+        connection.pipelining =
+            capabilities.is_ok_and(|c| c.has_capability(smtp_proto::EXT_PIPELINING));
+        Ok(connection)
     }
 }
 
@@ -282,6 +296,8 @@ enum Client {
 pub struct Connection {
     client: Client,
     timeouts: Timeouts,
+    /// The upstream takes MAIL, RCPT and DATA in one write (RFC 2920).
+    pipelining: bool,
 }
 
 /// How a transaction ended when it did not end with replies for every recipient.
@@ -338,6 +354,9 @@ impl Connection {
             mail.push_str(" SMTPUTF8");
         }
         mail.push_str("\r\n");
+        if self.pipelining {
+            return self.send_pipelined(mail, transaction).await;
+        }
         let mail_reply = self.command(&mail).await?;
         if !mail_reply.is_positive() {
             self.reset().await;
@@ -362,6 +381,68 @@ impl Connection {
             *reply = final_reply.clone();
         }
         Ok(replies)
+    }
+
+    /// MAIL, every RCPT and DATA in one write, then their replies in order (RFC 2920 3.1): one
+    /// round trip instead of one per command.
+    async fn send_pipelined(
+        &mut self,
+        mail: String,
+        transaction: &Transaction<'_>,
+    ) -> Result<Vec<Reply>, Broken> {
+        let mut commands = Vec::with_capacity(transaction.recipients.len() + 2);
+        commands.push(mail);
+        commands.extend(
+            transaction
+                .recipients
+                .iter()
+                .map(|r| format!("RCPT TO:<{r}>\r\n")),
+        );
+        commands.push("DATA\r\n".to_string());
+        let responses = match &mut self.client {
+            Client::Tls(client) => client.cmds(&commands).await,
+            Client::Plain(client) => client.cmds(&commands).await,
+        }
+        .map_err(|e| Broken::Lost(e.to_string()))?;
+        let mut replies = Vec::with_capacity(responses.len());
+        for response in responses {
+            let reply = Reply::from_response(response);
+            if reply.code == 421 {
+                return Err(Broken::ServiceUnavailable(reply));
+            }
+            replies.push(reply);
+        }
+        let (Some(data_reply), Some(mail_reply)) = (replies.pop(), replies.first().cloned()) else {
+            return Err(Broken::Lost("fewer replies than commands".into()));
+        };
+        let mut recipient_replies = replies.split_off(1);
+        let accepted = mail_reply.is_positive() && recipient_replies.iter().any(Reply::is_positive);
+        match (accepted, data_reply.code == 354) {
+            // RFC 2920 requires DATA to fail without valid recipients; a server that says
+            // 354 anyway cannot be trusted with this connection.
+            (false, true) => Err(Broken::Lost(
+                "upstream accepted DATA without a valid transaction".into(),
+            )),
+            (false, false) => {
+                self.reset().await;
+                if !mail_reply.is_positive() {
+                    return Ok(vec![mail_reply; transaction.recipients.len()]);
+                }
+                Ok(recipient_replies)
+            }
+            (true, sending) => {
+                let final_reply = if sending {
+                    self.send_body(transaction.body).await?
+                } else {
+                    self.reset().await;
+                    data_reply
+                };
+                for reply in recipient_replies.iter_mut().filter(|r| r.is_positive()) {
+                    *reply = final_reply.clone();
+                }
+                Ok(recipient_replies)
+            }
+        }
     }
 
     /// RSET after a failed transaction, so the connection can carry the next one. A failure

@@ -502,3 +502,36 @@ fn queue_lifetime_bounces_and_a_failed_bounce_is_held_not_bounced() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(upstream.received().len(), 1);
 }
+
+#[test]
+fn an_upstream_without_pipelining_gets_one_command_at_a_time() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    upstream.script(json!({
+        "pipelining": false,
+        "rcpt": {"bad@example.com": ["550 5.1.1 no such user"]},
+    }));
+    let (work, relay) = relay_for(&certs, upstream.starttls, "starttls", "");
+    submit(&relay, &["ok@example.com", "bad@example.com"], "serial");
+    let received = upstream.wait_for(2, WAIT);
+    let original = received
+        .iter()
+        .find(|m| m["mail_from"] == "app@example.com")
+        .unwrap();
+    assert_eq!(original["rcpt_tos"], json!(["ok@example.com"]));
+    assert!(
+        received.iter().any(|m| m["mail_from"] == "<>"),
+        "the DSN for bad@ went out too"
+    );
+    let rows = wait_until(WAIT, "final states", || {
+        let rows = recipient_rows(&work.spool());
+        rows.iter()
+            .all(|r| r.state == "delivered" || r.state == "bounced")
+            .then_some(rows)
+    });
+    let bad = rows
+        .iter()
+        .find(|r| r.address == "bad@example.com")
+        .unwrap();
+    assert_eq!(bad.state, "bounced");
+}

@@ -40,6 +40,14 @@ class Handler:
         counts[key] += 1
         return sequence[min(counts[key], len(sequence)) - 1]
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # aiosmtpd reads pipelined commands in order but does not advertise it; SES and Postfix
+        # do, so the relay's pipelined path is what these tests exercise.
+        session.host_name = hostname
+        if self.script().get("pipelining", True):
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         replies = self.script().get("rcpt", {}).get(address)
         reply = self.scripted(("rcpt", address), replies) if replies else "250 2.1.5 OK"
