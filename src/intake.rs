@@ -3,7 +3,7 @@
 //! rewritten envelope side by side.
 
 use crate::rewrite::Rewriter;
-use crate::spool::{BodyType, NewMessage, QueueId, now_ms};
+use crate::spool::{BodyType, NewMessage, Origin, QueueId, now_ms};
 
 /// A message as it was handed to us, before repair.
 pub struct Submission<'a> {
@@ -15,10 +15,7 @@ pub struct Submission<'a> {
     pub message: &'a [u8],
     /// Our Received header for this message.
     pub received: Vec<u8>,
-    pub helo: Option<String>,
-    pub client_addr: Option<String>,
-    pub submitter: Option<String>,
-    pub protocol: &'static str,
+    pub origin: Origin,
     pub body_type: BodyType,
     pub smtputf8: bool,
 }
@@ -50,10 +47,7 @@ pub fn prepare(rewriter: &Rewriter, submission: Submission<'_>) -> Result<NewMes
         sender: rewritten.sender,
         original_sender: submission.sender,
         recipients: rewritten.recipients,
-        helo: submission.helo,
-        client_addr: submission.client_addr,
-        submitter: submission.submitter,
-        protocol: submission.protocol,
+        origin: submission.origin,
         body_type,
         smtputf8,
         body,

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::spool::{BodyType, NewMessage, NewRecipient, QueueId, now_ms};
+use crate::spool::{BodyType, NewMessage, NewRecipient, Origin, QueueId, now_ms};
 
 /// One recipient that could not be delivered, and why.
 pub struct Failure<'a> {
@@ -105,10 +105,12 @@ impl Bounce<'_> {
                 address: self.to.to_string(),
                 original_address: self.to.to_string(),
             }],
-            helo: None,
-            client_addr: None,
-            submitter: None,
-            protocol: "LOCAL",
+            origin: Origin {
+                helo: None,
+                client_addr: None,
+                submitter: None,
+                protocol: "LOCAL",
+            },
             body_type: if body.is_ascii() {
                 BodyType::SevenBit
             } else {

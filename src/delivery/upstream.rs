@@ -151,24 +151,21 @@ impl Endpoint {
     /// Connects (TLS and AUTH as for delivery), reads what preflight wants to know, and says
     /// QUIT without sending anything.
     pub async fn probe(&self, timeouts: Timeouts, lookahead: Duration) -> Result<Probe, Unusable> {
-        let mut connection = self.connect(timeouts).await?;
-        let probe = match &mut connection.client {
+        let connection = self.connect(timeouts).await?;
+        let expires_within_lookahead = match &connection.client {
             Client::Tls(client) => {
                 let chain: Vec<CertificateDer<'static>> = client
                     .tls_connection()
                     .peer_certificates()
                     .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                     .unwrap_or_default();
-                let size = client.ehlo(&self.helo).await.map(|e| e.size).unwrap_or(0);
-                Probe {
-                    size,
-                    expires_within_lookahead: self.expires_within(&chain, lookahead),
-                }
+                self.expires_within(&chain, lookahead)
             }
-            Client::Plain(client) => Probe {
-                size: client.ehlo(&self.helo).await.map(|e| e.size).unwrap_or(0),
-                expires_within_lookahead: false,
-            },
+            Client::Plain(_) => false,
+        };
+        let probe = Probe {
+            size: connection.size,
+            expires_within_lookahead,
         };
         connection.quit().await;
         Ok(probe)
@@ -225,16 +222,20 @@ impl Endpoint {
             client,
             timeouts,
             pipelining: false,
+            size: 0,
         };
         // mail-send keeps the capabilities it saw to itself: ask once more, once per
-        // connection, whether commands may be pipelined (RFC 2920).
+        // connection, whether commands may be pipelined (RFC 2920) and how large a message
+        // may be.
         connection.set_timeout(timeouts.command);
         let capabilities = match &mut connection.client {
             Client::Tls(client) => client.ehlo(&self.helo).await,
             Client::Plain(client) => client.ehlo(&self.helo).await,
         };
-        connection.pipelining =
-            capabilities.is_ok_and(|c| c.has_capability(smtp_proto::EXT_PIPELINING));
+        if let Ok(capabilities) = capabilities {
+            connection.pipelining = capabilities.has_capability(smtp_proto::EXT_PIPELINING);
+            connection.size = capabilities.size;
+        }
         Ok(connection)
     }
 }
@@ -298,6 +299,8 @@ pub struct Connection {
     timeouts: Timeouts,
     /// The upstream takes MAIL, RCPT and DATA in one write (RFC 2920).
     pipelining: bool,
+    /// The SIZE it advertises (0: none).
+    size: usize,
 }
 
 /// How a transaction ended when it did not end with replies for every recipient.

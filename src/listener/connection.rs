@@ -11,7 +11,7 @@ use super::reply::{self, Reply};
 use super::session::{AcceptedMessage, Peer, Session, SessionPolicy, Step};
 use crate::intake::{self, Submission};
 use crate::received;
-use crate::spool::{QueueId, Spool, SpoolError};
+use crate::spool::{Origin, QueueId, Spool, SpoolError};
 use crate::telemetry::Metrics;
 
 /// Read sizes: large while a message streams in, small between commands, so that hundreds
@@ -182,10 +182,12 @@ async fn commit(
         recipients: message.recipients.iter().map(|r| r.to_string()).collect(),
         message: &message.body,
         received,
-        helo: message.helo.clone(),
-        client_addr,
-        submitter,
-        protocol,
+        origin: Origin {
+            helo: message.helo.clone(),
+            client_addr,
+            submitter,
+            protocol,
+        },
         body_type: message.body_type,
         smtputf8: message.smtputf8,
     };

@@ -47,16 +47,26 @@ pub struct NewMessage {
     pub sender: String,
     pub original_sender: String,
     pub recipients: Vec<NewRecipient>,
-    pub helo: Option<String>,
-    pub client_addr: Option<String>,
-    pub submitter: Option<String>,
-    pub protocol: &'static str,
+    pub origin: Origin,
     pub body_type: BodyType,
     pub smtputf8: bool,
     /// The whole message as it will be sent: our Received header, then the client's bytes.
     pub body: Vec<u8>,
     /// What the rewrite stage changed, for the operator.
     pub rewrites: Vec<String>,
+}
+
+/// Where a message came from, recorded with it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// What the SMTP client called itself.
+    pub helo: Option<String>,
+    /// The SMTP client's address; None for local submission.
+    pub client_addr: Option<String>,
+    /// The local user who ran sendmail; None over TCP.
+    pub submitter: Option<String>,
+    /// SMTP, ESMTP or LOCAL.
+    pub protocol: &'static str,
 }
 
 #[derive(Debug, Clone)]

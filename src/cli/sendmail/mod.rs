@@ -22,7 +22,7 @@ use crate::listener::{self, Intake, Peer, SessionPolicy};
 use crate::policy::routing_trick;
 use crate::received;
 use crate::rewrite::Rewriter;
-use crate::spool::{BodyType, NewMessage, QueueId, Spool, SpoolError};
+use crate::spool::{BodyType, NewMessage, Origin, QueueId, Spool, SpoolError};
 use crate::telemetry::Metrics;
 
 const USAGE: &str =
@@ -152,10 +152,12 @@ async fn deliver(config: Config, args: SendmailArgs) -> u8 {
         recipients,
         message: &body,
         received: received::local_header(&config.hostname, user.uid, &id),
-        helo: None,
-        client_addr: None,
-        submitter: Some(user.name),
-        protocol: "LOCAL",
+        origin: Origin {
+            helo: None,
+            client_addr: None,
+            submitter: Some(user.name),
+            protocol: "LOCAL",
+        },
         body_type: if body.is_ascii() {
             BodyType::SevenBit
         } else {
