@@ -1,7 +1,8 @@
 //! Delivery: the scheduler claims due recipients from the spool and hands messages to a fixed
-//! set of workers, each keeping its own connections to the upstreams. New mail is picked up at
-//! once (the spool writer signals every commit); mail written by other processes or made due
-//! by time is found by a short poll.
+//! set of workers, each keeping its own connections to the upstreams. New mail goes to a worker
+//! straight from the spool writer when one has room, and is otherwise claimed at once (the
+//! writer signals its commit); mail written by other processes or made due by time is found by
+//! a short poll.
 
 mod backoff;
 mod classify;
@@ -19,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Config, DeliveryConfig};
-use crate::spool::{DeliveryStore, now_ms};
+use crate::spool::{ClaimedMessage, DeliveryStore, now_ms};
 use crate::telemetry::Metrics;
 use rate::RateLimiter;
 pub use upstream::{Endpoint, Probe, Timeouts};
@@ -32,8 +33,9 @@ pub struct Shared {
     timeouts: Timeouts,
     upstreams: Vec<UpstreamState>,
     store: DeliveryStore,
-    /// Wakes the scheduler: signalled by the spool writer after each commit, and by workers
-    /// when they queue a bounce, so that new mail never waits for the poll.
+    /// Wakes the scheduler: signalled by the spool writer after each commit that added mail
+    /// (a submission or a bounce) not handed to a worker directly, so that it never waits for
+    /// the poll.
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
@@ -157,6 +159,8 @@ pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::
     for _ in 0..workers_count {
         workers.spawn(worker::run(jobs_rx.clone(), shared.clone()));
     }
+    let first = shared.borrow().clone();
+    hand_new_mail_to(&store, &jobs_tx, &first).await;
     let mut last_purge = Instant::now() - PURGE_INTERVAL;
     'schedule: loop {
         let stopping = *shutdown.borrow();
@@ -202,6 +206,8 @@ pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::
                 if changed.is_err() { break }
                 tracing::info!("configuration reloaded; releasing mail held for configuration errors");
                 release_config_holds(&store).await;
+                let reloaded = shared.borrow_and_update().clone();
+                hand_new_mail_to(&store, &jobs_tx, &reloaded).await;
             }
             _ = shutdown.changed() => {}
         }
@@ -209,6 +215,16 @@ pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::
     drop(jobs_tx);
     while workers.join_next().await.is_some() {}
     store.close().await;
+}
+
+async fn hand_new_mail_to(
+    store: &DeliveryStore,
+    jobs: &mpsc::Sender<ClaimedMessage>,
+    shared: &Shared,
+) {
+    if let Err(error) = store.hand_new_mail_to(jobs, shared.config.lease).await {
+        tracing::error!(%error, "cannot have new mail handed to delivery; it is claimed instead");
+    }
 }
 
 async fn release_config_holds(store: &DeliveryStore) {

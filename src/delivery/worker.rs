@@ -149,9 +149,6 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
             .store
             .record(&message.id, &records, bounce.as_ref(), now_ms())
             .await;
-        if result.is_ok() && bounce.is_some() {
-            shared.wake.notify_one();
-        }
         if let Err(error) = result {
             // The lease runs out and the recipients are tried again: a possible duplicate,
             // never a loss.

@@ -5,16 +5,17 @@
 //! A claim is a lease, not a removal: if the daemon dies mid-delivery the lease simply expires
 //! (and is cleared at the next start), so nothing is lost or locked forever.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use super::insert::{Counters, ROWS_PER_STATEMENT};
 use super::open::{OpenMode, open_connection};
-use super::writer::{Spool, insert_message};
+use super::writer::Spool;
 use super::{BodyType, NewMessage, SpoolError};
 use crate::config::SpoolConfig;
 
@@ -165,6 +166,16 @@ impl DeliveryStore {
             .await
     }
 
+    /// Has the spool writer give new messages to `workers` right after their commit, leased
+    /// for `lease`, whenever the queue has room; the rest are claimed as usual.
+    pub async fn hand_new_mail_to(
+        &self,
+        workers: &tokio::sync::mpsc::Sender<ClaimedMessage>,
+        lease: Duration,
+    ) -> Result<(), SpoolError> {
+        self.spool.hand_off(workers, lease).await
+    }
+
     /// When the earliest not-yet-due recipient becomes due (unix ms), if any.
     pub async fn next_due(&self) -> Result<Option<i64>, SpoolError> {
         sqlx::query_scalar(
@@ -195,10 +206,11 @@ impl DeliveryStore {
     }
 
     /// Adds to a counter outside an attempt (for example a configuration error).
-    pub async fn count(&self, name: &str, by: i64) -> Result<(), SpoolError> {
-        let mut tx = self.pool.begin().await.map_err(write_error)?;
-        bump(&mut tx, name, by).await?;
-        tx.commit().await.map_err(write_error)
+    pub async fn count(&self, name: &'static str, by: i64) -> Result<(), SpoolError> {
+        let mut counters = Counters::default();
+        counters.add(name, by);
+        let mut conn = self.pool.acquire().await.map_err(write_error)?;
+        counters.write(&mut conn).await.map_err(write_error)
     }
 
     /// The queue at a glance, for the metrics endpoint.
@@ -227,7 +239,8 @@ impl DeliveryStore {
 pub(super) struct Outcome {
     message_id: String,
     records: Vec<AttemptRecord>,
-    bounce: Option<NewMessage>,
+    /// The DSN this attempt produced, inserted in the same transaction.
+    pub bounce: Option<NewMessage>,
     now_ms: i64,
 }
 
@@ -275,130 +288,144 @@ pub(super) async fn claim_in(
                 attempts: row.get(3),
             });
     }
-    let mut claimed = Vec::with_capacity(by_message.len());
-    for (id, mut recipients) in by_message {
+    if by_message.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(&by_message.keys().collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into());
+    let rows = sqlx::query(
+        "SELECT m.id, m.sender, m.received_at, m.body_type, m.smtputf8, b.data
+         FROM messages m JOIN bodies b ON b.message_id = m.id
+         WHERE m.id IN (SELECT value FROM json_each(?1)) ORDER BY m.id",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.get(0);
+        let Some(mut recipients) = by_message.remove(&id) else {
+            continue;
+        };
         recipients.sort_by_key(|r| r.id);
-        let row = sqlx::query(
-            "SELECT m.sender, m.received_at, m.body_type, m.smtputf8, b.data
-             FROM messages m JOIN bodies b ON b.message_id = m.id WHERE m.id = ?1",
-        )
-        .bind(&id)
-        .fetch_one(&mut *conn)
-        .await?;
-        let body_type: String = row.get(2);
+        let body_type: String = row.get(3);
         claimed.push(ClaimedMessage {
             id,
-            sender: row.get(0),
-            received_at_ms: row.get(1),
-            body_type: if body_type == "8BITMIME" {
-                BodyType::EightBitMime
-            } else {
-                BodyType::SevenBit
-            },
-            smtputf8: row.get(3),
-            body: Arc::new(row.get(4)),
+            sender: row.get(1),
+            received_at_ms: row.get(2),
+            body_type: BodyType::from_stored(&body_type),
+            smtputf8: row.get(4),
+            body: Arc::new(row.get(5)),
             recipients,
         });
     }
-    claimed.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(claimed)
 }
 
-pub(super) async fn write_outcome(
+/// Records the outcomes of many attempts in a few statements: every recipient's new state,
+/// the attempt history, the counters, and which messages are now finished. (Bounces are
+/// inserted by the writer with the other new messages of the same transaction.)
+pub(super) async fn write_outcomes(
     conn: &mut SqliteConnection,
-    outcome: &Outcome,
-) -> Result<(), SpoolError> {
-    let Outcome {
-        message_id,
-        records,
-        bounce,
-        now_ms,
-    } = outcome;
-    let (message_id, now_ms) = (message_id.as_str(), *now_ms);
-    for record in records {
-        let (next_attempt, held_by) = match &record.state {
-            RecipientState::Deferred { next_attempt_at_ms } => (Some(*next_attempt_at_ms), None),
-            RecipientState::Held(by) => (None, Some(by.as_str())),
-            _ => (None, None),
-        };
+    outcomes: &[&Outcome],
+    counters: &mut Counters,
+) -> Result<(), sqlx::Error> {
+    let records: Vec<(&AttemptRecord, i64)> = outcomes
+        .iter()
+        .flat_map(|o| o.records.iter().map(|r| (r, o.now_ms)))
+        .collect();
+    let mut recorded = HashSet::new();
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
         // An operator's hold placed while the attempt ran survives a deferral.
-        let updated = sqlx::query(
+        let mut update = QueryBuilder::<Sqlite>::new(
             "UPDATE recipients SET
-                     state = CASE WHEN state = 'held' AND held_by = 'operator' AND ?1 = 'deferred'
-                                  THEN 'held' ELSE ?1 END,
-                     held_by = CASE WHEN state = 'held' AND held_by = 'operator' AND ?1 = 'deferred'
-                                    THEN 'operator' ELSE ?4 END,
-                     attempts = attempts + 1, last_reply = ?2,
-                     next_attempt_at = COALESCE(?3, next_attempt_at),
-                     lease_until = NULL, updated_at = ?5
-                 WHERE id = ?6",
-        )
-        .bind(record.state.name())
-        .bind(&record.reply)
-        .bind(next_attempt)
-        .bind(held_by)
-        .bind(now_ms)
-        .bind(record.recipient_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
-        if updated.rows_affected() == 0 {
-            // Deleted by the operator while in flight: nothing to record, nothing to revive.
-            continue;
+                 state = CASE WHEN recipients.state = 'held' AND recipients.held_by = 'operator'
+                                   AND o.column2 = 'deferred'
+                              THEN 'held' ELSE o.column2 END,
+                 held_by = CASE WHEN recipients.state = 'held' AND recipients.held_by = 'operator'
+                                     AND o.column2 = 'deferred'
+                                THEN 'operator' ELSE o.column5 END,
+                 attempts = attempts + 1, last_reply = o.column3,
+                 next_attempt_at = COALESCE(o.column4, next_attempt_at),
+                 lease_until = NULL, updated_at = o.column6
+             FROM (",
+        );
+        update.push_values(chunk, |mut row, (record, now_ms)| {
+            let (next_attempt, held_by) = match &record.state {
+                RecipientState::Deferred { next_attempt_at_ms } => {
+                    (Some(*next_attempt_at_ms), None)
+                }
+                RecipientState::Held(by) => (None, Some(by.as_str())),
+                _ => (None, None),
+            };
+            row.push_bind(record.recipient_id)
+                .push_bind(record.state.name())
+                .push_bind(record.reply.clone())
+                .push_bind(next_attempt)
+                .push_bind(held_by)
+                .push_bind(*now_ms);
+        });
+        update.push(") AS o WHERE recipients.id = o.column1 RETURNING recipients.id");
+        for row in update.build().fetch_all(&mut *conn).await? {
+            recorded.insert(row.get::<i64, _>(0));
         }
-        sqlx::query(
-            "INSERT INTO attempts (recipient_id, started_at, duration_ms, upstream, reply, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(record.recipient_id)
-        .bind(record.started_at_ms)
-        .bind(record.duration_ms)
-        .bind(&record.upstream)
-        .bind(&record.reply)
-        .bind(record.state.name())
-        .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
-        bump(conn, record.state.name(), 1).await?;
+    }
+    // Recipients deleted by the operator while in flight: nothing to record, nothing to revive.
+    let records: Vec<&AttemptRecord> = records
+        .into_iter()
+        .map(|(record, _)| record)
+        .filter(|record| recorded.contains(&record.recipient_id))
+        .collect();
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO attempts (recipient_id, started_at, duration_ms, upstream, reply, outcome) ",
+        );
+        insert.push_values(chunk, |mut row, record| {
+            row.push_bind(record.recipient_id)
+                .push_bind(record.started_at_ms)
+                .push_bind(record.duration_ms)
+                .push_bind(record.upstream.clone())
+                .push_bind(record.reply.clone())
+                .push_bind(record.state.name());
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    for record in &records {
+        counters.add(record.state.name(), 1);
         if record.state == RecipientState::Held(HeldBy::Bounce) {
-            bump(conn, "bounce_failures", 1).await?;
+            counters.add("bounce_failures", 1);
         }
     }
-    if let Some(bounce) = bounce {
-        insert_message(conn, bounce).await.map_err(write_error)?;
-        bump(conn, "bounces_sent", 1).await?;
-    }
+    counters.add(
+        "bounces_sent",
+        outcomes.iter().filter(|o| o.bounce.is_some()).count() as i64,
+    );
+
     // A message with nothing left to do keeps its envelope, headers and history (for
     // `queue show`) until the retention passes, but not its body.
-    let finished = sqlx::query(
-        "UPDATE messages SET finished_at = ?2 WHERE id = ?1 AND finished_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM recipients
-                               WHERE message_id = ?1 AND state IN ('queued', 'deferred', 'held'))",
+    let ids = serde_json::to_string(&outcomes.iter().map(|o| &o.message_id).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into());
+    let now_ms = outcomes.iter().map(|o| o.now_ms).max().unwrap_or_default();
+    let finished: Vec<String> = sqlx::query_scalar(
+        "UPDATE messages SET finished_at = ?2
+         WHERE id IN (SELECT value FROM json_each(?1)) AND finished_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM recipients
+                           WHERE message_id = messages.id AND state IN ('queued', 'deferred', 'held'))
+         RETURNING id",
     )
-    .bind(message_id)
+    .bind(&ids)
     .bind(now_ms)
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    if finished.rows_affected() > 0 {
+    .fetch_all(&mut *conn)
+    .await?;
+    if !finished.is_empty() {
+        let finished = serde_json::to_string(&finished).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "UPDATE bodies SET data = substr(data, 1, instr(data, X'0D0A0D0A') + 1)
-                 WHERE message_id = ?1 AND instr(data, X'0D0A0D0A') > 0",
+             WHERE message_id IN (SELECT value FROM json_each(?1)) AND instr(data, X'0D0A0D0A') > 0",
         )
-        .bind(message_id)
+        .bind(finished)
         .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
+        .await?;
     }
-    Ok(())
-}
-
-async fn bump(conn: &mut SqliteConnection, name: &str, by: i64) -> Result<(), SpoolError> {
-    sqlx::query("UPDATE counters SET value = value + ?2 WHERE name = ?1")
-        .bind(name)
-        .bind(by)
-        .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
     Ok(())
 }

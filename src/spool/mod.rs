@@ -4,6 +4,7 @@
 //! message.
 
 mod delivery_store;
+mod insert;
 mod open;
 mod queries;
 mod queue_id;
@@ -34,6 +35,15 @@ impl BodyType {
         match self {
             BodyType::SevenBit => "7BIT",
             BodyType::EightBitMime => "8BITMIME",
+        }
+    }
+
+    /// The stored form back; anything unknown is treated as 7BIT (the schema allows no other).
+    pub fn from_stored(value: &str) -> BodyType {
+        if value == "8BITMIME" {
+            BodyType::EightBitMime
+        } else {
+            BodyType::SevenBit
         }
     }
 }

@@ -3,15 +3,28 @@
 //! writes it in one transaction and answers every sender only after COMMIT returned. While one
 //! commit's fsync runs, the next batch gathers. With one writer, no write ever waits on
 //! SQLite's lock (whose busy handler sleeps in steps of milliseconds).
+//!
+//! Two things keep a message's path short when delivery keeps up:
+//! - A new message is handed straight to a delivery worker when one has room: its recipients
+//!   are born leased in the enqueue transaction, so there is no claim to write and no body to
+//!   read back (Postfix's qmgr likewise takes new mail from the incoming queue at once).
+//! - Only transactions that add messages are fsync'd (`synchronous=FULL`); those that only
+//!   record outcomes or claims commit with `synchronous=NORMAL`, which in WAL mode is just as
+//!   safe against a crashed process and becomes durable with the next FULL commit. A power cut
+//!   can forget the latest outcomes, which means a message delivered again, never one lost
+//!   (Postfix, too, removes delivered queue files without an fsync).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::{Connection, SqliteConnection};
-use std::sync::Arc;
-
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::delivery_store::{ClaimRequest, Outcome, claim_in, write_outcome};
+use super::delivery_store::{ClaimRequest, Outcome, claim_in, write_outcomes};
+use super::insert::{Counters, ToInsert, insert_messages};
 use super::open::{OpenMode, close_quietly, open_connection};
-use super::{ClaimedMessage, NewMessage, SpoolError};
+use super::{ClaimedMessage, ClaimedRecipient, NewMessage, SpoolError, now_ms};
 use crate::config::SpoolConfig;
 
 /// Most messages in one transaction, and most body bytes: large enough that a busy relay
@@ -23,8 +36,16 @@ const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Spool {
     jobs: mpsc::Sender<Job>,
-    /// Signalled after every commit, so that delivery picks new mail up at once.
+    /// Signalled after a commit that added mail not handed to delivery directly, so that the
+    /// scheduler claims it at once.
     committed: Arc<Notify>,
+}
+
+/// Where new messages go straight after their commit, while there is room.
+struct HandOff {
+    /// Weak, so that delivery closing its queue at shutdown is not held up by the writer.
+    to: mpsc::WeakSender<ClaimedMessage>,
+    lease: Duration,
 }
 
 enum Job {
@@ -40,40 +61,48 @@ enum Job {
         request: ClaimRequest,
         done: oneshot::Sender<Result<Vec<ClaimedMessage>, SpoolError>>,
     },
-}
-
-/// What one job produced inside the transaction, handed out after COMMIT.
-enum Done {
-    Unit,
-    Claimed(Vec<ClaimedMessage>),
+    HandOff(HandOff),
 }
 
 impl Job {
     fn size(&self) -> usize {
         match self {
             Job::Enqueue { message, .. } => message.body.len(),
-            Job::Record { .. } | Job::Claim { .. } => 0,
+            Job::Record { .. } | Job::Claim { .. } | Job::HandOff(_) => 0,
         }
     }
 
-    fn is_enqueue(&self) -> bool {
-        matches!(self, Job::Enqueue { .. })
+    /// Whether the job adds a message (a submission or a bounce): only then must the commit
+    /// reach the disk before anyone is answered.
+    fn adds_message(&self) -> bool {
+        match self {
+            Job::Enqueue { .. } => true,
+            Job::Record { outcome, .. } => outcome.bounce.is_some(),
+            Job::Claim { .. } | Job::HandOff(_) => false,
+        }
     }
 
-    fn answer(self, result: Result<Done, SpoolError>) {
-        // A requester that went away no longer needs the answer; what it asked is committed.
+    fn fail(self, error: SpoolError) {
+        // A requester that went away no longer needs the answer.
         match self {
             Job::Enqueue { done, .. } | Job::Record { done, .. } => {
-                let _ = done.send(result.map(|_| ()));
+                let _ = done.send(Err(error));
             }
             Job::Claim { done, .. } => {
-                let _ = done.send(result.map(|d| match d {
-                    Done::Claimed(claimed) => claimed,
-                    Done::Unit => Vec::new(),
-                }));
+                let _ = done.send(Err(error));
             }
+            Job::HandOff(_) => {}
         }
     }
+}
+
+/// What a committed batch produced, handed out to the jobs afterwards.
+#[derive(Default)]
+struct Written {
+    /// For each claim job, in order.
+    claimed: VecDeque<Vec<ClaimedMessage>>,
+    /// Recipients born leased, by message id.
+    leased: HashMap<String, Vec<ClaimedRecipient>>,
 }
 
 /// What the writer did, reported when it stops.
@@ -93,11 +122,18 @@ impl Spool {
         let conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
         let (jobs, receiver) = mpsc::channel(MAX_BATCH_MESSAGES * 4);
         let committed = Arc::new(Notify::new());
-        let task = tokio::spawn(run_writer(conn, receiver, committed.clone()));
+        let writer = Writer {
+            conn,
+            committed: committed.clone(),
+            hand_off: None,
+            durable: true,
+            stats: WriterStats::default(),
+        };
+        let task = tokio::spawn(writer.run(receiver));
         Ok((Spool { jobs, committed }, task))
     }
 
-    /// Notified after each commit of new messages.
+    /// Notified after each commit of new messages that delivery did not take directly.
     pub fn commit_signal(&self) -> Arc<Notify> {
         self.committed.clone()
     }
@@ -126,157 +162,253 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
+    /// From now on, new messages go to `to` right after their commit, leased for `lease`,
+    /// whenever it has room (otherwise the scheduler claims them as usual).
+    pub(super) async fn hand_off(
+        &self,
+        to: &mpsc::Sender<ClaimedMessage>,
+        lease: Duration,
+    ) -> Result<(), SpoolError> {
+        self.submit(Job::HandOff(HandOff {
+            to: to.downgrade(),
+            lease,
+        }))
+        .await
+    }
+
     async fn submit(&self, job: Job) -> Result<(), SpoolError> {
         self.jobs.send(job).await.map_err(|_| SpoolError::Closed)
     }
 }
 
-async fn run_writer(
-    mut conn: SqliteConnection,
-    mut jobs: mpsc::Receiver<Job>,
+struct Writer {
+    conn: SqliteConnection,
     committed: Arc<Notify>,
-) -> WriterStats {
-    let mut stats = WriterStats::default();
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH_MESSAGES);
-    while let Some(first) = jobs.recv().await {
-        let mut bytes = first.size();
-        batch.push(first);
-        while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    bytes += job.size();
-                    batch.push(job);
+    hand_off: Option<HandOff>,
+    /// The connection's current `synchronous` setting: FULL (true) or NORMAL.
+    durable: bool,
+    stats: WriterStats,
+}
+
+impl Writer {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> WriterStats {
+        let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH_MESSAGES);
+        while let Some(first) = jobs.recv().await {
+            let mut bytes = 0;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::HandOff(hand_off) => self.hand_off = Some(hand_off),
+                    job => {
+                        bytes += job.size();
+                        batch.push(job);
+                    }
                 }
-                Err(_) => break,
+                if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+                    next = jobs.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch).await;
             }
         }
-        let enqueued = batch.iter().filter(|j| j.is_enqueue()).count();
-        match write_batch(&mut conn, &batch, enqueued).await {
-            Ok(results) => {
-                if enqueued > 0 {
-                    committed.notify_one();
-                    stats.commits += 1;
-                    stats.messages += enqueued as u64;
+        close_quietly(self.conn).await;
+        self.stats
+    }
+
+    /// Writes the batch in one transaction and answers every job; on failure, each job is
+    /// tried alone so that one bad job does not fail the others.
+    async fn commit(&mut self, batch: &mut Vec<Job>) {
+        let sender = self.hand_off.as_ref().and_then(|h| h.to.upgrade());
+        let lease_until = now_ms()
+            + self
+                .hand_off
+                .as_ref()
+                .map_or(0, |h| h.lease.as_millis() as i64);
+        let enqueues = batch
+            .iter()
+            .filter(|j| matches!(j, Job::Enqueue { .. }))
+            .count();
+        let mut permits = VecDeque::new();
+        if let Some(sender) = &sender {
+            while permits.len() < enqueues
+                && let Ok(permit) = sender.try_reserve()
+            {
+                permits.push_back(permit);
+            }
+        }
+        match self.write(batch, permits.len(), lease_until).await {
+            Ok(mut written) => {
+                let mut unclaimed_mail = false;
+                for job in batch.drain(..) {
+                    unclaimed_mail |= answer(job, &mut written, &mut permits);
                 }
-                tracing::debug!(jobs = batch.len(), enqueued, bytes, "spool commit");
-                for (job, result) in batch.drain(..).zip(results) {
-                    log_queued(&job);
-                    job.answer(Ok(result));
+                if unclaimed_mail {
+                    self.committed.notify_one();
                 }
             }
             Err(error) => {
-                stats.failed_batches += 1;
+                permits.clear();
+                self.stats.failed_batches += 1;
                 tracing::error!(jobs = batch.len(), %error, "spool commit failed; trying each job alone");
-                // One bad job must not fail the others: each gets its own transaction.
                 for job in batch.drain(..) {
-                    let alone = write_batch(
-                        &mut conn,
-                        std::slice::from_ref(&job),
-                        usize::from(job.is_enqueue()),
-                    )
-                    .await;
-                    match alone {
-                        Ok(mut results) => {
-                            log_queued(&job);
-                            job.answer(Ok(results.remove(0)));
+                    let alone = [job];
+                    match self.write(&alone, 0, lease_until).await {
+                        Ok(mut written) => {
+                            let [job] = alone;
+                            if answer(job, &mut written, &mut permits) {
+                                self.committed.notify_one();
+                            }
                         }
-                        Err(error) => job.answer(Err(error)),
+                        Err(error) => {
+                            let [job] = alone;
+                            job.fail(error);
+                        }
                     }
                 }
             }
         }
     }
-    close_quietly(conn).await;
-    stats
+
+    /// Runs every job of the batch in one transaction. The first `leased` submissions are
+    /// born leased until `lease_until`. On any error nothing of the batch is committed (the
+    /// transaction rolls back when dropped).
+    async fn write(
+        &mut self,
+        batch: &[Job],
+        leased: usize,
+        lease_until: i64,
+    ) -> Result<Written, SpoolError> {
+        let write_error = |e: sqlx::Error| SpoolError::Write(e.to_string());
+        let durable = batch.iter().any(Job::adds_message);
+        if durable != self.durable {
+            let pragma = if durable {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            sqlx::query(pragma)
+                .execute(&mut self.conn)
+                .await
+                .map_err(write_error)?;
+            self.durable = durable;
+        }
+
+        let mut new = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut claims = Vec::new();
+        let mut submissions = 0;
+        for job in batch {
+            match job {
+                Job::Enqueue { message, .. } => {
+                    new.push(ToInsert {
+                        message,
+                        lease_until: (submissions < leased).then_some(lease_until),
+                    });
+                    submissions += 1;
+                }
+                Job::Record { outcome, .. } => {
+                    if let Some(bounce) = &outcome.bounce {
+                        new.push(ToInsert {
+                            message: bounce,
+                            lease_until: None,
+                        });
+                    }
+                    outcomes.push(outcome);
+                }
+                Job::Claim { request, .. } => claims.push(request),
+                Job::HandOff(_) => {}
+            }
+        }
+
+        let mut tx = self.conn.begin().await.map_err(write_error)?;
+        let mut written = Written::default();
+        let mut counters = Counters::default();
+        for (message_id, recipient) in insert_messages(&mut tx, &new).await.map_err(write_error)? {
+            written
+                .leased
+                .entry(message_id)
+                .or_default()
+                .push(recipient);
+        }
+        if !outcomes.is_empty() {
+            write_outcomes(&mut tx, &outcomes, &mut counters)
+                .await
+                .map_err(write_error)?;
+        }
+        for request in claims {
+            written
+                .claimed
+                .push_back(claim_in(&mut tx, request).await.map_err(write_error)?);
+        }
+        if submissions > 0 {
+            counters.add("enqueue_commits", 1);
+            counters.add("messages_enqueued", submissions as i64);
+        }
+        counters.write(&mut tx).await.map_err(write_error)?;
+        tx.commit().await.map_err(write_error)?;
+        if submissions > 0 {
+            self.stats.commits += 1;
+            self.stats.messages += submissions as u64;
+        }
+        tracing::debug!(
+            jobs = batch.len(),
+            submissions,
+            leased,
+            durable,
+            "spool commit"
+        );
+        Ok(written)
+    }
 }
 
-fn log_queued(job: &Job) {
-    if let Job::Enqueue { message, .. } = job {
-        tracing::info!(queue_id = %message.id, sender = %message.sender,
-            recipients = message.recipients.len(), size = message.body.len(), "queued");
+/// Answers one committed job and hands its message to delivery if a permit was reserved for
+/// it. Returns whether it added mail that the scheduler still has to claim.
+fn answer(
+    job: Job,
+    written: &mut Written,
+    permits: &mut VecDeque<mpsc::Permit<'_, ClaimedMessage>>,
+) -> bool {
+    match job {
+        Job::Enqueue { message, done } => {
+            log_queued(&message);
+            let _ = done.send(Ok(()));
+            let leased = written.leased.remove(message.id.as_str());
+            match (leased, permits.pop_front()) {
+                (Some(recipients), Some(permit)) => {
+                    permit.send(claimed(message, recipients));
+                    false
+                }
+                _ => true,
+            }
+        }
+        Job::Record { outcome, done } => {
+            let _ = done.send(Ok(()));
+            outcome.bounce.is_some()
+        }
+        Job::Claim { done, .. } => {
+            let _ = done.send(Ok(written.claimed.pop_front().unwrap_or_default()));
+            false
+        }
+        Job::HandOff(_) => false,
     }
 }
 
-/// Runs every job of the batch and commits once. On any error nothing of the batch is
-/// committed (the transaction rolls back when dropped).
-async fn write_batch(
-    conn: &mut SqliteConnection,
-    batch: &[Job],
-    enqueued: usize,
-) -> Result<Vec<Done>, SpoolError> {
-    let write_error = |e: sqlx::Error| SpoolError::Write(e.to_string());
-    let mut tx = conn.begin().await.map_err(write_error)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        results.push(match job {
-            Job::Enqueue { message, .. } => {
-                insert_message(&mut tx, message)
-                    .await
-                    .map_err(write_error)?;
-                Done::Unit
-            }
-            Job::Record { outcome, .. } => {
-                write_outcome(&mut tx, outcome).await?;
-                Done::Unit
-            }
-            Job::Claim { request, .. } => {
-                Done::Claimed(claim_in(&mut tx, request).await.map_err(write_error)?)
-            }
-        });
+/// A just-committed message as delivery sees a claimed one.
+fn claimed(message: NewMessage, mut recipients: Vec<ClaimedRecipient>) -> ClaimedMessage {
+    recipients.sort_by_key(|r| r.id);
+    ClaimedMessage {
+        id: message.id.as_str().to_string(),
+        sender: message.sender,
+        received_at_ms: message.received_at_ms,
+        body_type: message.body_type,
+        smtputf8: message.smtputf8,
+        body: Arc::new(message.body),
+        recipients,
     }
-    if enqueued > 0 {
-        sqlx::query(
-            "UPDATE counters SET value = value + CASE name WHEN 'enqueue_commits' THEN 1 ELSE ?1 END
-             WHERE name IN ('enqueue_commits', 'messages_enqueued')",
-        )
-        .bind(enqueued as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error)?;
-    }
-    tx.commit().await.map_err(write_error)?;
-    Ok(results)
 }
 
-pub(super) async fn insert_message(
-    conn: &mut SqliteConnection,
-    m: &NewMessage,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO messages (id, received_at, sender, original_sender, helo, client_addr,
-             submitter, protocol, body_type, smtputf8, size, rewrites)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )
-    .bind(m.id.as_str())
-    .bind(m.received_at_ms)
-    .bind(&m.sender)
-    .bind(&m.original_sender)
-    .bind(&m.origin.helo)
-    .bind(&m.origin.client_addr)
-    .bind(&m.origin.submitter)
-    .bind(m.origin.protocol)
-    .bind(m.body_type.as_str())
-    .bind(m.smtputf8)
-    .bind(m.body.len() as i64)
-    .bind(m.rewrites.join("\n"))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("INSERT INTO bodies (message_id, data) VALUES (?1, ?2)")
-        .bind(m.id.as_str())
-        .bind(&m.body)
-        .execute(&mut *conn)
-        .await?;
-    for recipient in &m.recipients {
-        sqlx::query(
-            "INSERT INTO recipients (message_id, address, original_address, next_attempt_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-        )
-        .bind(m.id.as_str())
-        .bind(&recipient.address)
-        .bind(&recipient.original_address)
-        .bind(m.received_at_ms)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+fn log_queued(message: &NewMessage) {
+    tracing::info!(queue_id = %message.id, sender = %message.sender,
+        recipients = message.recipients.len(), size = message.body.len(), "queued");
 }
