@@ -167,7 +167,7 @@ class Smarthost:
         config.write_text(SMARTHOST_CONFIG.format(port=self.port, dir=self.dir, sink=sink_port, connections=connections))
         self.process = subprocess.Popen(
             [binary, "--config", str(config), "serve"],
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "w"), env={**os.environ, "RUST_LOG": "warn"})
+            stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "w"), env={"RUST_LOG": "warn", **os.environ})
         wait_listening(self.port)
 
     def pids(self):

@@ -120,10 +120,11 @@ async fn read_more<R: AsyncRead + Unpin>(
     } else {
         COMMAND_READ_CHUNK
     };
-    input.resize(start + chunk, 0);
+    // Read into spare capacity: zeroing a 64 KiB buffer for every read showed in the profile.
+    input.reserve(chunk);
     let read = tokio::time::timeout(session.timeout(), async {
         tokio::select! {
-            result = reader.read(&mut input[start..]) => Some(result),
+            result = reader.read_buf(input) => Some(result),
             // Only sessions between messages are interrupted; DATA runs to its end.
             _ = shutdown.wait_for(|stop| *stop), if !in_data => None,
         }
@@ -133,10 +134,7 @@ async fn read_more<R: AsyncRead + Unpin>(
         Err(_elapsed) => ReadResult::Stop(reply::TIMEOUT),
         Ok(None) => ReadResult::Stop(reply::SHUTTING_DOWN),
         Ok(Some(Ok(0)) | Some(Err(_))) => ReadResult::Closed,
-        Ok(Some(Ok(n))) => {
-            input.truncate(start + n);
-            return ReadResult::Data;
-        }
+        Ok(Some(Ok(_))) => return ReadResult::Data,
     };
     input.truncate(start);
     result

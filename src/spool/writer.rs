@@ -321,6 +321,7 @@ impl Writer {
             }
         }
 
+        let started = std::time::Instant::now();
         let mut tx = self.conn.begin().await.map_err(write_error)?;
         let mut written = Written::default();
         let mut counters = Counters::default();
@@ -346,6 +347,7 @@ impl Writer {
             counters.add("messages_enqueued", submissions as i64);
         }
         counters.write(&mut tx).await.map_err(write_error)?;
+        let statements = started.elapsed();
         tx.commit().await.map_err(write_error)?;
         if submissions > 0 {
             self.stats.commits += 1;
@@ -356,6 +358,8 @@ impl Writer {
             submissions,
             leased,
             durable,
+            statements_us = statements.as_micros() as u64,
+            commit_us = (started.elapsed() - statements).as_micros() as u64,
             "spool commit"
         );
         Ok(written)
