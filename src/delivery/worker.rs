@@ -147,7 +147,7 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
         let bounce = bounce_for(shared, &message, chunk, &records, upstream.as_deref());
         let result = shared
             .store
-            .record(&message.id, &records, bounce.as_ref(), now_ms())
+            .record(&message.id, records, bounce, now_ms())
             .await;
         if let Err(error) = result {
             // The lease runs out and the recipients are tried again: a possible duplicate,

@@ -5,15 +5,15 @@
 //! A claim is a lease, not a removal: if the daemon dies mid-delivery the lease simply expires
 //! (and is cleared at the next start), so nothing is lost or locked forever.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Row, SqlitePool};
 
-use super::insert::{Counters, ROWS_PER_STATEMENT};
+use super::batch::Counters;
 use super::open::{OpenMode, open_connection};
 use super::writer::Spool;
 use super::{BodyType, NewMessage, SpoolError};
@@ -29,7 +29,7 @@ pub enum HeldBy {
 }
 
 impl HeldBy {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             HeldBy::Config => "config",
             HeldBy::Bounce => "bounce",
@@ -187,19 +187,20 @@ impl DeliveryStore {
     }
 
     /// Records one attempt's outcomes for a message's recipients, and the bounce they caused,
-    /// atomically: a bounce is queued exactly when its recipients are marked bounced. Outcomes
-    /// from parallel deliveries share a transaction (group commit), as enqueues do.
+    /// atomically: a bounce is queued exactly when its recipients are marked bounced. Returns
+    /// once the spool writer has them; it commits them with the next batch (group commit with
+    /// parallel deliveries and new mail), so the worker goes on without waiting for the disk.
     pub async fn record(
         &self,
         message_id: &str,
-        records: &[AttemptRecord],
-        bounce: Option<&NewMessage>,
+        records: Vec<AttemptRecord>,
+        bounce: Option<NewMessage>,
         now_ms: i64,
     ) -> Result<(), SpoolError> {
         let outcome = Outcome {
             message_id: message_id.to_string(),
-            records: records.to_vec(),
-            bounce: bounce.cloned(),
+            records,
+            bounce,
             now_ms,
         };
         self.spool.record(outcome).await
@@ -237,11 +238,11 @@ impl DeliveryStore {
 
 /// One attempt's outcomes, waiting for the writer.
 pub(super) struct Outcome {
-    message_id: String,
-    records: Vec<AttemptRecord>,
+    pub message_id: String,
+    pub records: Vec<AttemptRecord>,
     /// The DSN this attempt produced, inserted in the same transaction.
     pub bounce: Option<NewMessage>,
-    now_ms: i64,
+    pub now_ms: i64,
 }
 
 /// A claim for due recipients, run by the writer.
@@ -320,112 +321,4 @@ pub(super) async fn claim_in(
         });
     }
     Ok(claimed)
-}
-
-/// Records the outcomes of many attempts in a few statements: every recipient's new state,
-/// the attempt history, the counters, and which messages are now finished. (Bounces are
-/// inserted by the writer with the other new messages of the same transaction.)
-pub(super) async fn write_outcomes(
-    conn: &mut SqliteConnection,
-    outcomes: &[&Outcome],
-    counters: &mut Counters,
-) -> Result<(), sqlx::Error> {
-    let records: Vec<(&AttemptRecord, i64)> = outcomes
-        .iter()
-        .flat_map(|o| o.records.iter().map(|r| (r, o.now_ms)))
-        .collect();
-    let mut recorded = HashSet::new();
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        // An operator's hold placed while the attempt ran survives a deferral.
-        let mut update = QueryBuilder::<Sqlite>::new(
-            "UPDATE recipients SET
-                 state = CASE WHEN recipients.state = 'held' AND recipients.held_by = 'operator'
-                                   AND o.column2 = 'deferred'
-                              THEN 'held' ELSE o.column2 END,
-                 held_by = CASE WHEN recipients.state = 'held' AND recipients.held_by = 'operator'
-                                     AND o.column2 = 'deferred'
-                                THEN 'operator' ELSE o.column5 END,
-                 attempts = attempts + 1, last_reply = o.column3,
-                 next_attempt_at = COALESCE(o.column4, next_attempt_at),
-                 lease_until = NULL, updated_at = o.column6
-             FROM (",
-        );
-        update.push_values(chunk, |mut row, (record, now_ms)| {
-            let (next_attempt, held_by) = match &record.state {
-                RecipientState::Deferred { next_attempt_at_ms } => {
-                    (Some(*next_attempt_at_ms), None)
-                }
-                RecipientState::Held(by) => (None, Some(by.as_str())),
-                _ => (None, None),
-            };
-            row.push_bind(record.recipient_id)
-                .push_bind(record.state.name())
-                .push_bind(record.reply.clone())
-                .push_bind(next_attempt)
-                .push_bind(held_by)
-                .push_bind(*now_ms);
-        });
-        update.push(") AS o WHERE recipients.id = o.column1 RETURNING recipients.id");
-        for row in update.build().fetch_all(&mut *conn).await? {
-            recorded.insert(row.get::<i64, _>(0));
-        }
-    }
-    // Recipients deleted by the operator while in flight: nothing to record, nothing to revive.
-    let records: Vec<&AttemptRecord> = records
-        .into_iter()
-        .map(|(record, _)| record)
-        .filter(|record| recorded.contains(&record.recipient_id))
-        .collect();
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO attempts (recipient_id, started_at, duration_ms, upstream, reply, outcome) ",
-        );
-        insert.push_values(chunk, |mut row, record| {
-            row.push_bind(record.recipient_id)
-                .push_bind(record.started_at_ms)
-                .push_bind(record.duration_ms)
-                .push_bind(record.upstream.clone())
-                .push_bind(record.reply.clone())
-                .push_bind(record.state.name());
-        });
-        insert.build().execute(&mut *conn).await?;
-    }
-    for record in &records {
-        counters.add(record.state.name(), 1);
-        if record.state == RecipientState::Held(HeldBy::Bounce) {
-            counters.add("bounce_failures", 1);
-        }
-    }
-    counters.add(
-        "bounces_sent",
-        outcomes.iter().filter(|o| o.bounce.is_some()).count() as i64,
-    );
-
-    // A message with nothing left to do keeps its envelope, headers and history (for
-    // `queue show`) until the retention passes, but not its body.
-    let ids = serde_json::to_string(&outcomes.iter().map(|o| &o.message_id).collect::<Vec<_>>())
-        .unwrap_or_else(|_| "[]".into());
-    let now_ms = outcomes.iter().map(|o| o.now_ms).max().unwrap_or_default();
-    let finished: Vec<String> = sqlx::query_scalar(
-        "UPDATE messages SET finished_at = ?2
-         WHERE id IN (SELECT value FROM json_each(?1)) AND finished_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM recipients
-                           WHERE message_id = messages.id AND state IN ('queued', 'deferred', 'held'))
-         RETURNING id",
-    )
-    .bind(&ids)
-    .bind(now_ms)
-    .fetch_all(&mut *conn)
-    .await?;
-    if !finished.is_empty() {
-        let finished = serde_json::to_string(&finished).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
-            "UPDATE bodies SET data = substr(data, 1, instr(data, X'0D0A0D0A') + 1)
-             WHERE message_id IN (SELECT value FROM json_each(?1)) AND instr(data, X'0D0A0D0A') > 0",
-        )
-        .bind(finished)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }

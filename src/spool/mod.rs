@@ -3,8 +3,8 @@
 //! transaction (group commit), so "250 means durable" costs one fsync per batch, not per
 //! message.
 
+mod batch;
 mod delivery_store;
-mod insert;
 mod open;
 mod queries;
 mod queue_id;

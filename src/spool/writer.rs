@@ -21,8 +21,8 @@ use std::time::Duration;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::delivery_store::{ClaimRequest, Outcome, claim_in, write_outcomes};
-use super::insert::{Counters, ToInsert, insert_messages};
+use super::batch::{Batch, ToInsert};
+use super::delivery_store::{ClaimRequest, Outcome, claim_in};
 use super::open::{OpenMode, close_quietly, open_connection};
 use super::{ClaimedMessage, ClaimedRecipient, NewMessage, SpoolError, now_ms};
 use crate::config::SpoolConfig;
@@ -31,6 +31,10 @@ use crate::config::SpoolConfig;
 /// commits rarely, small enough that one transaction never holds much memory or time.
 const MAX_BATCH_MESSAGES: usize = 256;
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long outcomes alone wait for a submission to share their commit: with one serial
+/// client the next message arrives well within this, and one transaction then carries both.
+const OUTCOME_LINGER: Duration = Duration::from_millis(5);
 
 /// Handle for enqueueing; cheap to clone, one per session.
 #[derive(Clone)]
@@ -53,10 +57,9 @@ enum Job {
         message: NewMessage,
         done: oneshot::Sender<Result<(), SpoolError>>,
     },
-    Record {
-        outcome: Outcome,
-        done: oneshot::Sender<Result<(), SpoolError>>,
-    },
+    /// Nobody waits for an outcome's commit: a failure is logged here, and the lease running
+    /// out brings the recipients back (a possible duplicate, never a loss).
+    Record(Outcome),
     Claim {
         request: ClaimRequest,
         done: oneshot::Sender<Result<Vec<ClaimedMessage>, SpoolError>>,
@@ -68,8 +71,14 @@ impl Job {
     fn size(&self) -> usize {
         match self {
             Job::Enqueue { message, .. } => message.body.len(),
-            Job::Record { .. } | Job::Claim { .. } | Job::HandOff(_) => 0,
+            Job::Record(_) | Job::Claim { .. } | Job::HandOff(_) => 0,
         }
+    }
+
+    /// Whether someone waits for this job's commit (a session for its 250, the scheduler for
+    /// its claim).
+    fn is_awaited(&self) -> bool {
+        matches!(self, Job::Enqueue { .. } | Job::Claim { .. })
     }
 
     /// Whether the job adds a message (a submission or a bounce): only then must the commit
@@ -77,7 +86,7 @@ impl Job {
     fn adds_message(&self) -> bool {
         match self {
             Job::Enqueue { .. } => true,
-            Job::Record { outcome, .. } => outcome.bounce.is_some(),
+            Job::Record(outcome) => outcome.bounce.is_some(),
             Job::Claim { .. } | Job::HandOff(_) => false,
         }
     }
@@ -85,11 +94,15 @@ impl Job {
     fn fail(self, error: SpoolError) {
         // A requester that went away no longer needs the answer.
         match self {
-            Job::Enqueue { done, .. } | Job::Record { done, .. } => {
+            Job::Enqueue { done, .. } => {
                 let _ = done.send(Err(error));
             }
             Job::Claim { done, .. } => {
                 let _ = done.send(Err(error));
+            }
+            Job::Record(outcome) => {
+                tracing::error!(queue_id = %outcome.message_id, %error,
+                    "cannot record delivery outcome; the recipients are tried again when their lease runs out");
             }
             Job::HandOff(_) => {}
         }
@@ -126,7 +139,6 @@ impl Spool {
             conn,
             committed: committed.clone(),
             hand_off: None,
-            durable: true,
             stats: WriterStats::default(),
         };
         let task = tokio::spawn(writer.run(receiver));
@@ -145,11 +157,10 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
-    /// Records delivery outcomes (with their bounce), committed with whatever else is waiting.
+    /// Hands delivery outcomes (with their bounce) to the writer, which commits them with the
+    /// next batch; returns once they are queued for it, not committed.
     pub(super) async fn record(&self, outcome: Outcome) -> Result<(), SpoolError> {
-        let (done, answer) = oneshot::channel();
-        self.submit(Job::Record { outcome, done }).await?;
-        answer.await.map_err(|_| SpoolError::Closed)?
+        self.submit(Job::Record(outcome)).await
     }
 
     /// Claims due recipients under a lease.
@@ -185,27 +196,23 @@ struct Writer {
     conn: SqliteConnection,
     committed: Arc<Notify>,
     hand_off: Option<HandOff>,
-    /// The connection's current `synchronous` setting: FULL (true) or NORMAL.
-    durable: bool,
     stats: WriterStats,
 }
 
 impl Writer {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> WriterStats {
         let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH_MESSAGES);
-        while let Some(first) = jobs.recv().await {
-            let mut bytes = 0;
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::HandOff(hand_off) => self.hand_off = Some(hand_off),
-                    job => {
-                        bytes += job.size();
-                        batch.push(job);
-                    }
-                }
-                if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
-                    next = jobs.try_recv().ok();
+        let mut open = true;
+        while open {
+            let Some(first) = jobs.recv().await else {
+                break;
+            };
+            self.gather(first, &mut jobs, &mut batch);
+            if !batch.is_empty() && !batch.iter().any(Job::is_awaited) {
+                match tokio::time::timeout(OUTCOME_LINGER, jobs.recv()).await {
+                    Ok(Some(job)) => self.gather(job, &mut jobs, &mut batch),
+                    Ok(None) => open = false,
+                    Err(_lingered) => {}
                 }
             }
             if !batch.is_empty() {
@@ -214,6 +221,24 @@ impl Writer {
         }
         close_quietly(self.conn).await;
         self.stats
+    }
+
+    /// Adds `job` and whatever else is waiting to the batch, up to the batch limits.
+    fn gather(&mut self, job: Job, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+        let mut bytes: usize = batch.iter().map(Job::size).sum();
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            match job {
+                Job::HandOff(hand_off) => self.hand_off = Some(hand_off),
+                job => {
+                    bytes += job.size();
+                    batch.push(job);
+                }
+            }
+            if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+                next = jobs.try_recv().ok();
+            }
+        }
     }
 
     /// Writes the batch in one transaction and answers every job; on failure, each job is
@@ -270,96 +295,86 @@ impl Writer {
         }
     }
 
-    /// Runs every job of the batch in one transaction. The first `leased` submissions are
-    /// born leased until `lease_until`. On any error nothing of the batch is committed (the
-    /// transaction rolls back when dropped).
+    /// Writes every job of the batch: new messages and outcomes in one transaction (one
+    /// script, see `batch`), then claims, if any, in a second one. The first `leased`
+    /// submissions are born leased until `lease_until`. On error nothing of the failed
+    /// transaction is written.
     async fn write(
         &mut self,
-        batch: &[Job],
+        jobs: &[Job],
         leased: usize,
         lease_until: i64,
     ) -> Result<Written, SpoolError> {
         let write_error = |e: sqlx::Error| SpoolError::Write(e.to_string());
-        let durable = batch.iter().any(Job::adds_message);
-        if durable != self.durable {
-            let pragma = if durable {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            sqlx::query(pragma)
-                .execute(&mut self.conn)
-                .await
-                .map_err(write_error)?;
-            self.durable = durable;
-        }
-
-        let mut new = Vec::new();
-        let mut outcomes = Vec::new();
+        let durable = jobs.iter().any(Job::adds_message);
+        let mut batch = Batch::default();
         let mut claims = Vec::new();
         let mut submissions = 0;
-        for job in batch {
+        for job in jobs {
             match job {
                 Job::Enqueue { message, .. } => {
-                    new.push(ToInsert {
+                    batch.new.push(ToInsert {
                         message,
                         lease_until: (submissions < leased).then_some(lease_until),
                     });
                     submissions += 1;
                 }
-                Job::Record { outcome, .. } => {
+                Job::Record(outcome) => {
                     if let Some(bounce) = &outcome.bounce {
-                        new.push(ToInsert {
+                        batch.new.push(ToInsert {
                             message: bounce,
                             lease_until: None,
                         });
                     }
-                    outcomes.push(outcome);
+                    batch.outcomes.push(outcome);
                 }
                 Job::Claim { request, .. } => claims.push(request),
                 Job::HandOff(_) => {}
             }
         }
+        if submissions > 0 {
+            batch.counters.add("enqueue_commits", 1);
+            batch.counters.add("messages_enqueued", submissions as i64);
+        }
 
         let started = std::time::Instant::now();
-        let mut tx = self.conn.begin().await.map_err(write_error)?;
         let mut written = Written::default();
-        let mut counters = Counters::default();
-        for (message_id, recipient) in insert_messages(&mut tx, &new).await.map_err(write_error)? {
-            written
-                .leased
-                .entry(message_id)
-                .or_default()
-                .push(recipient);
-        }
-        if !outcomes.is_empty() {
-            write_outcomes(&mut tx, &outcomes, &mut counters)
+        if !batch.new.is_empty() || !batch.outcomes.is_empty() {
+            let born_leased = batch
+                .write(&mut self.conn, durable)
                 .await
                 .map_err(write_error)?;
+            for (message_id, recipient) in born_leased {
+                written
+                    .leased
+                    .entry(message_id)
+                    .or_default()
+                    .push(recipient);
+            }
         }
-        for request in claims {
-            written
-                .claimed
-                .push_back(claim_in(&mut tx, request).await.map_err(write_error)?);
+        if !claims.is_empty() {
+            // A claim only sets leases, which the next start clears anyway: no fsync needed.
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut self.conn)
+                .await
+                .map_err(write_error)?;
+            let mut tx = self.conn.begin().await.map_err(write_error)?;
+            for request in claims {
+                let claimed = claim_in(&mut tx, request).await.map_err(write_error)?;
+                written.claimed.push_back(claimed);
+            }
+            tx.commit().await.map_err(write_error)?;
         }
-        if submissions > 0 {
-            counters.add("enqueue_commits", 1);
-            counters.add("messages_enqueued", submissions as i64);
-        }
-        counters.write(&mut tx).await.map_err(write_error)?;
-        let statements = started.elapsed();
-        tx.commit().await.map_err(write_error)?;
         if submissions > 0 {
             self.stats.commits += 1;
             self.stats.messages += submissions as u64;
         }
         tracing::debug!(
-            jobs = batch.len(),
+            jobs = jobs.len(),
             submissions,
             leased,
             durable,
-            statements_us = statements.as_micros() as u64,
-            commit_us = (started.elapsed() - statements).as_micros() as u64,
+            elapsed_us = started.elapsed().as_micros() as u64,
             "spool commit"
         );
         Ok(written)
@@ -386,10 +401,7 @@ fn answer(
                 _ => true,
             }
         }
-        Job::Record { outcome, done } => {
-            let _ = done.send(Ok(()));
-            outcome.bounce.is_some()
-        }
+        Job::Record(outcome) => outcome.bounce.is_some(),
         Job::Claim { done, .. } => {
             let _ = done.send(Ok(written.claimed.pop_front().unwrap_or_default()));
             false
