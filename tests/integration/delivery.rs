@@ -422,7 +422,7 @@ fn new_mail_is_picked_up_at_once_and_one_connection_carries_many() {
     let certs = Certs::new();
     let upstream = Upstream::start(&certs);
     // A poll this slow would take 30 s: only the commit signal can explain fast delivery.
-    let (_work, relay) = relay_for(
+    let (work, relay) = relay_for(
         &certs,
         upstream.starttls,
         "starttls",
@@ -447,6 +447,21 @@ fn new_mail_is_picked_up_at_once_and_one_connection_carries_many() {
         1,
         "all five over one reused connection: {ports:?}"
     );
+    // Delivered mail keeps its headers for `queue show`, but not its body.
+    let stored = wait_until(WAIT, "delivered bodies reduced to headers", || {
+        let spooled = spooled(&work.spool());
+        let done = spooled.len() == 5
+            && spooled.iter().all(|m| {
+                m.recipients.iter().all(|r| r.1 == "delivered")
+                    && !m.body.windows(4).any(|w| w == b"\r\n\r\n")
+            });
+        done.then_some(spooled)
+    });
+    for message in stored {
+        let text = String::from_utf8_lossy(&message.body).to_string();
+        assert!(text.contains("Subject: "), "{text}");
+        assert!(!text.contains("body of"), "{text}");
+    }
 }
 
 #[test]
