@@ -4,13 +4,12 @@
 
 pub fn write_data(body: &[u8], out: &mut Vec<u8>) {
     out.reserve(body.len() + body.len() / 64 + 5);
-    let mut at_line_start = true;
-    for &byte in body {
-        if at_line_start && byte == b'.' {
+    // Line by line: a line is copied whole, with a dot first if it starts with one.
+    for line in body.split_inclusive(|&byte| byte == b'\n') {
+        if line.first() == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(byte);
-        at_line_start = byte == b'\n';
+        out.extend_from_slice(line);
     }
     if !body.is_empty() && !body.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
