@@ -253,13 +253,16 @@ fn reply_or_broken(
     Ok(reply)
 }
 
+/// Writes `bytes` in one go and reads `replies` replies. (mail-send's `cmds` writes each
+/// command separately: a segment and a system call apiece.)
 async fn write_and_read<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     bytes: &[u8],
-) -> mail_send::Result<smtp_proto::Response<String>> {
+    replies: usize,
+) -> mail_send::Result<Vec<smtp_proto::Response<String>>> {
     client.stream.write_all(bytes).await?;
     client.stream.flush().await?;
-    client.read().await
+    client.read_many(replies).await
 }
 
 fn unusable(error: mail_send::Error) -> Unusable {
@@ -336,13 +339,15 @@ impl Connection {
         wire::write_data(body, &mut framed);
         let result = tokio::time::timeout(self.timeouts.data, async {
             match &mut self.client {
-                Client::Tls(client) => write_and_read(client, &framed).await,
-                Client::Plain(client) => write_and_read(client, &framed).await,
+                Client::Tls(client) => write_and_read(client, &framed, 1).await,
+                Client::Plain(client) => write_and_read(client, &framed, 1).await,
             }
         })
         .await
         .map_err(|_| Broken::Lost("no reply to the end of data in time".into()))?;
-        reply_or_broken(result)
+        reply_or_broken(
+            result.and_then(|mut replies| replies.pop().ok_or(mail_send::Error::UnparseableReply)),
+        )
     }
 
     /// One transaction: a reply for every recipient, in order. Recipients refused at RCPT get
@@ -393,19 +398,20 @@ impl Connection {
         mail: String,
         transaction: &Transaction<'_>,
     ) -> Result<Vec<Reply>, Broken> {
-        let mut commands = Vec::with_capacity(transaction.recipients.len() + 2);
-        commands.push(mail);
-        commands.extend(
-            transaction
-                .recipients
-                .iter()
-                .map(|r| format!("RCPT TO:<{r}>\r\n")),
-        );
-        commands.push("DATA\r\n".to_string());
-        let responses = match &mut self.client {
-            Client::Tls(client) => client.cmds(&commands).await,
-            Client::Plain(client) => client.cmds(&commands).await,
+        let mut commands = mail;
+        for recipient in transaction.recipients {
+            commands.push_str(&format!("RCPT TO:<{recipient}>\r\n"));
         }
+        commands.push_str("DATA\r\n");
+        let count = transaction.recipients.len() + 2;
+        let responses = tokio::time::timeout(self.timeouts.command, async {
+            match &mut self.client {
+                Client::Tls(client) => write_and_read(client, commands.as_bytes(), count).await,
+                Client::Plain(client) => write_and_read(client, commands.as_bytes(), count).await,
+            }
+        })
+        .await
+        .map_err(|_| Broken::Lost("no reply to MAIL, RCPT and DATA in time".into()))?
         .map_err(|e| Broken::Lost(e.to_string()))?;
         let mut replies = Vec::with_capacity(responses.len());
         for response in responses {
