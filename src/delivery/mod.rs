@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Config, DeliveryConfig};
-use crate::spool::{ClaimedMessage, DeliveryStore, now_ms};
+use crate::spool::{DeliveryStore, now_ms};
 use crate::telemetry::Metrics;
 use rate::RateLimiter;
 pub use upstream::{Endpoint, Probe, Timeouts};
@@ -159,8 +159,7 @@ pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::
     for _ in 0..workers_count {
         workers.spawn(worker::run(jobs_rx.clone(), shared.clone()));
     }
-    let first = shared.borrow().clone();
-    hand_new_mail_to(&store, &jobs_tx, &first).await;
+    store.hand_new_mail_to(&jobs_tx, shared.borrow().config.lease);
     let mut last_purge = Instant::now() - PURGE_INTERVAL;
     'schedule: loop {
         let stopping = *shutdown.borrow();
@@ -206,8 +205,7 @@ pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::
                 if changed.is_err() { break }
                 tracing::info!("configuration reloaded; releasing mail held for configuration errors");
                 release_config_holds(&store).await;
-                let reloaded = shared.borrow_and_update().clone();
-                hand_new_mail_to(&store, &jobs_tx, &reloaded).await;
+                store.hand_new_mail_to(&jobs_tx, shared.borrow_and_update().config.lease);
             }
             _ = shutdown.changed() => {}
         }
@@ -215,16 +213,6 @@ pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::
     drop(jobs_tx);
     while workers.join_next().await.is_some() {}
     store.close().await;
-}
-
-async fn hand_new_mail_to(
-    store: &DeliveryStore,
-    jobs: &mpsc::Sender<ClaimedMessage>,
-    shared: &Shared,
-) {
-    if let Err(error) = store.hand_new_mail_to(jobs, shared.config.lease).await {
-        tracing::error!(%error, "cannot have new mail handed to delivery; it is claimed instead");
-    }
 }
 
 async fn release_config_holds(store: &DeliveryStore) {

@@ -168,12 +168,12 @@ impl DeliveryStore {
 
     /// Has the spool writer give new messages to `workers` right after their commit, leased
     /// for `lease`, whenever the queue has room; the rest are claimed as usual.
-    pub async fn hand_new_mail_to(
+    pub fn hand_new_mail_to(
         &self,
         workers: &tokio::sync::mpsc::Sender<ClaimedMessage>,
         lease: Duration,
-    ) -> Result<(), SpoolError> {
-        self.spool.hand_off(workers, lease).await
+    ) {
+        self.spool.hand_off(workers, lease);
     }
 
     /// When the earliest not-yet-due recipient becomes due (unix ms), if any.

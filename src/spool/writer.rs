@@ -15,7 +15,7 @@
 //!   (Postfix, too, removes delivered queue files without an fsync).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::{Connection, SqliteConnection};
@@ -40,6 +40,8 @@ const OUTCOME_LINGER: Duration = Duration::from_millis(5);
 #[derive(Clone)]
 pub struct Spool {
     jobs: mpsc::Sender<Job>,
+    /// Set by delivery when it starts (and on reload); read by the writer at each commit.
+    hand_off: Arc<Mutex<Option<HandOff>>>,
     /// Signalled after a commit that added mail not handed to delivery directly, so that the
     /// scheduler claims it at once.
     committed: Arc<Notify>,
@@ -64,14 +66,13 @@ enum Job {
         request: ClaimRequest,
         done: oneshot::Sender<Result<Vec<ClaimedMessage>, SpoolError>>,
     },
-    HandOff(HandOff),
 }
 
 impl Job {
     fn size(&self) -> usize {
         match self {
             Job::Enqueue { message, .. } => message.body.len(),
-            Job::Record(_) | Job::Claim { .. } | Job::HandOff(_) => 0,
+            Job::Record(_) | Job::Claim { .. } => 0,
         }
     }
 
@@ -87,7 +88,7 @@ impl Job {
         match self {
             Job::Enqueue { .. } => true,
             Job::Record(outcome) => outcome.bounce.is_some(),
-            Job::Claim { .. } | Job::HandOff(_) => false,
+            Job::Claim { .. } => false,
         }
     }
 
@@ -104,7 +105,6 @@ impl Job {
                 tracing::error!(queue_id = %outcome.message_id, %error,
                     "cannot record delivery outcome; the recipients are tried again when their lease runs out");
             }
-            Job::HandOff(_) => {}
         }
     }
 }
@@ -112,8 +112,9 @@ impl Job {
 /// What a committed batch produced, handed out to the jobs afterwards.
 #[derive(Default)]
 struct Written {
-    /// For each claim job, in order.
-    claimed: VecDeque<Vec<ClaimedMessage>>,
+    /// For each claim job, in order. Claims run after the main transaction committed, so
+    /// their failure is theirs alone.
+    claimed: VecDeque<Result<Vec<ClaimedMessage>, SpoolError>>,
     /// Recipients born leased, by message id.
     leased: HashMap<String, Vec<ClaimedRecipient>>,
 }
@@ -135,14 +136,22 @@ impl Spool {
         let conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
         let (jobs, receiver) = mpsc::channel(MAX_BATCH_MESSAGES * 4);
         let committed = Arc::new(Notify::new());
+        let hand_off = Arc::new(Mutex::new(None));
         let writer = Writer {
             conn,
             committed: committed.clone(),
-            hand_off: None,
+            hand_off: hand_off.clone(),
             stats: WriterStats::default(),
         };
         let task = tokio::spawn(writer.run(receiver));
-        Ok((Spool { jobs, committed }, task))
+        Ok((
+            Spool {
+                jobs,
+                hand_off,
+                committed,
+            },
+            task,
+        ))
     }
 
     /// Notified after each commit of new messages that delivery did not take directly.
@@ -175,16 +184,11 @@ impl Spool {
 
     /// From now on, new messages go to `to` right after their commit, leased for `lease`,
     /// whenever it has room (otherwise the scheduler claims them as usual).
-    pub(super) async fn hand_off(
-        &self,
-        to: &mpsc::Sender<ClaimedMessage>,
-        lease: Duration,
-    ) -> Result<(), SpoolError> {
-        self.submit(Job::HandOff(HandOff {
+    pub(super) fn hand_off(&self, to: &mpsc::Sender<ClaimedMessage>, lease: Duration) {
+        *self.hand_off.lock().unwrap_or_else(|e| e.into_inner()) = Some(HandOff {
             to: to.downgrade(),
             lease,
-        }))
-        .await
+        });
     }
 
     async fn submit(&self, job: Job) -> Result<(), SpoolError> {
@@ -195,7 +199,7 @@ impl Spool {
 struct Writer {
     conn: SqliteConnection,
     committed: Arc<Notify>,
-    hand_off: Option<HandOff>,
+    hand_off: Arc<Mutex<Option<HandOff>>>,
     stats: WriterStats,
 }
 
@@ -207,10 +211,10 @@ impl Writer {
             let Some(first) = jobs.recv().await else {
                 break;
             };
-            self.gather(first, &mut jobs, &mut batch);
+            gather(first, &mut jobs, &mut batch);
             if !batch.is_empty() && !batch.iter().any(Job::is_awaited) {
                 match tokio::time::timeout(OUTCOME_LINGER, jobs.recv()).await {
-                    Ok(Some(job)) => self.gather(job, &mut jobs, &mut batch),
+                    Ok(Some(job)) => gather(job, &mut jobs, &mut batch),
                     Ok(None) => open = false,
                     Err(_lingered) => {}
                 }
@@ -223,33 +227,14 @@ impl Writer {
         self.stats
     }
 
-    /// Adds `job` and whatever else is waiting to the batch, up to the batch limits.
-    fn gather(&mut self, job: Job, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
-        let mut bytes: usize = batch.iter().map(Job::size).sum();
-        let mut next = Some(job);
-        while let Some(job) = next.take() {
-            match job {
-                Job::HandOff(hand_off) => self.hand_off = Some(hand_off),
-                job => {
-                    bytes += job.size();
-                    batch.push(job);
-                }
-            }
-            if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
-                next = jobs.try_recv().ok();
-            }
-        }
-    }
-
     /// Writes the batch in one transaction and answers every job; on failure, each job is
     /// tried alone so that one bad job does not fail the others.
     async fn commit(&mut self, batch: &mut Vec<Job>) {
-        let sender = self.hand_off.as_ref().and_then(|h| h.to.upgrade());
-        let lease_until = now_ms()
-            + self
-                .hand_off
-                .as_ref()
-                .map_or(0, |h| h.lease.as_millis() as i64);
+        let (sender, lease) = match &*self.hand_off.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(hand_off) => (hand_off.to.upgrade(), hand_off.lease),
+            None => (None, Duration::ZERO),
+        };
+        let lease_until = now_ms() + lease.as_millis() as i64;
         let enqueues = batch
             .iter()
             .filter(|j| matches!(j, Job::Enqueue { .. }))
@@ -297,8 +282,9 @@ impl Writer {
 
     /// Writes every job of the batch: new messages and outcomes in one transaction (one
     /// script, see `batch`), then claims, if any, in a second one. The first `leased`
-    /// submissions are born leased until `lease_until`. On error nothing of the failed
-    /// transaction is written.
+    /// submissions are born leased until `lease_until`. An error returned means the main
+    /// transaction rolled back; claims that fail after it committed fail only themselves, so a
+    /// committed message is never reported as failed (and then written twice).
     async fn write(
         &mut self,
         jobs: &[Job],
@@ -329,7 +315,6 @@ impl Writer {
                     batch.outcomes.push(outcome);
                 }
                 Job::Claim { request, .. } => claims.push(request),
-                Job::HandOff(_) => {}
             }
         }
         if submissions > 0 {
@@ -353,17 +338,10 @@ impl Writer {
             }
         }
         if !claims.is_empty() {
-            // A claim only sets leases, which the next start clears anyway: no fsync needed.
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut self.conn)
-                .await
-                .map_err(write_error)?;
-            let mut tx = self.conn.begin().await.map_err(write_error)?;
-            for request in claims {
-                let claimed = claim_in(&mut tx, request).await.map_err(write_error)?;
-                written.claimed.push_back(claimed);
-            }
-            tx.commit().await.map_err(write_error)?;
+            written.claimed = match self.claim(&claims).await {
+                Ok(claimed) => claimed.into_iter().map(Ok).collect(),
+                Err(error) => claims.iter().map(|_| Err(error.clone())).collect(),
+            };
         }
         if submissions > 0 {
             self.stats.commits += 1;
@@ -378,6 +356,39 @@ impl Writer {
             "spool commit"
         );
         Ok(written)
+    }
+
+    /// Runs the claims in their own transaction. A claim only sets leases, which the next
+    /// start clears anyway: no fsync needed.
+    async fn claim(
+        &mut self,
+        requests: &[&ClaimRequest],
+    ) -> Result<Vec<Vec<ClaimedMessage>>, SpoolError> {
+        let write_error = |e: sqlx::Error| SpoolError::Write(e.to_string());
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut self.conn)
+            .await
+            .map_err(write_error)?;
+        let mut tx = self.conn.begin().await.map_err(write_error)?;
+        let mut claimed = Vec::with_capacity(requests.len());
+        for request in requests {
+            claimed.push(claim_in(&mut tx, request).await.map_err(write_error)?);
+        }
+        tx.commit().await.map_err(write_error)?;
+        Ok(claimed)
+    }
+}
+
+/// Adds `job` and whatever else is waiting to the batch, up to the batch limits.
+fn gather(job: Job, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    let mut bytes: usize = batch.iter().map(Job::size).sum();
+    let mut next = Some(job);
+    while let Some(job) = next.take() {
+        bytes += job.size();
+        batch.push(job);
+        if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+            next = jobs.try_recv().ok();
+        }
     }
 }
 
@@ -403,10 +414,9 @@ fn answer(
         }
         Job::Record(outcome) => outcome.bounce.is_some(),
         Job::Claim { done, .. } => {
-            let _ = done.send(Ok(written.claimed.pop_front().unwrap_or_default()));
+            let _ = done.send(written.claimed.pop_front().unwrap_or(Ok(Vec::new())));
             false
         }
-        Job::HandOff(_) => false,
     }
 }
 
