@@ -17,6 +17,7 @@ use super::batch::Counters;
 use super::open::{OpenMode, open_connection};
 use super::writer::Spool;
 use super::{BodyType, NewMessage, SpoolError};
+use super::{read_error, write_error};
 use crate::config::SpoolConfig;
 
 /// Who held a recipient. Only `Config` holds are released by a restart or reload.
@@ -98,14 +99,6 @@ pub struct DeliveryStore {
     /// Claims and outcomes go through the spool's one writer, which commits them together
     /// with new messages: no two writers ever wait on each other's lock.
     spool: Spool,
-}
-
-fn read_error(e: sqlx::Error) -> SpoolError {
-    SpoolError::Read(e.to_string())
-}
-
-fn write_error(e: sqlx::Error) -> SpoolError {
-    SpoolError::Write(e.to_string())
 }
 
 impl DeliveryStore {

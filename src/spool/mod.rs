@@ -117,6 +117,16 @@ pub enum SpoolError {
     Closed,
 }
 
+/// A failed write, as the spool reports it.
+fn write_error(e: sqlx::Error) -> SpoolError {
+    SpoolError::Write(e.to_string())
+}
+
+/// A failed read, as the spool reports it.
+fn read_error(e: sqlx::Error) -> SpoolError {
+    SpoolError::Read(e.to_string())
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

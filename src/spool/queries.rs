@@ -7,14 +7,11 @@ use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
 use super::SpoolError;
+use super::read_error;
 
 /// Recipient states, as stored.
 pub const PENDING_STATES: &[&str] = &["queued", "deferred", "held"];
 pub const ALL_STATES: &[&str] = &["queued", "deferred", "held", "delivered", "bounced"];
-
-fn read_error(e: sqlx::Error) -> SpoolError {
-    SpoolError::Read(e.to_string())
-}
 
 /// One message and its recipients, as `queue list --json` prints it.
 #[derive(Debug, Clone, Serialize)]

@@ -4,11 +4,8 @@
 
 use sqlx::{AssertSqlSafe, SqliteConnection};
 
+use super::write_error;
 use super::{SpoolError, now_ms};
-
-fn write_error(e: sqlx::Error) -> SpoolError {
-    SpoolError::Write(e.to_string())
-}
 
 /// Which messages an action applies to.
 #[derive(Debug, Clone)]

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::batch::{Batch, ToInsert};
 use super::delivery_store::{ClaimRequest, Outcome, claim_in};
 use super::open::{OpenMode, close_quietly, open_connection};
+use super::write_error;
 use super::{ClaimedMessage, ClaimedRecipient, NewMessage, SpoolError, now_ms};
 use crate::config::SpoolConfig;
 
@@ -291,7 +292,6 @@ impl Writer {
         leased: usize,
         lease_until: i64,
     ) -> Result<Written, SpoolError> {
-        let write_error = |e: sqlx::Error| SpoolError::Write(e.to_string());
         let durable = jobs.iter().any(Job::adds_message);
         let mut batch = Batch::default();
         let mut claims = Vec::new();
@@ -364,7 +364,6 @@ impl Writer {
         &mut self,
         requests: &[&ClaimRequest],
     ) -> Result<Vec<Vec<ClaimedMessage>>, SpoolError> {
-        let write_error = |e: sqlx::Error| SpoolError::Write(e.to_string());
         sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut self.conn)
             .await

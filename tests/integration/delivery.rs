@@ -421,7 +421,8 @@ fn rate_cap_spaces_messages() {
 fn new_mail_is_picked_up_at_once_and_one_connection_carries_many() {
     let certs = Certs::new();
     let upstream = Upstream::start(&certs);
-    // A poll this slow would take 30 s: only the commit signal can explain fast delivery.
+    // A poll this slow would take 30 s: only the hand-off from the commit (or its signal)
+    // can explain fast delivery.
     let (work, relay) = relay_for(
         &certs,
         upstream.starttls,
