@@ -23,13 +23,13 @@
 pub mod cli;
 pub mod config;
 pub mod delivery;
-pub mod envelope;
 pub mod intake;
 pub mod listener;
+pub mod model;
 pub mod policy;
 pub mod preflight;
-pub mod received;
 pub mod rewrite;
 pub mod spool;
+pub mod sysexits;
 pub mod telemetry;
 pub mod wire;

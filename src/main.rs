@@ -1,5 +1,5 @@
-//! Thin entry point: pick the personality from argv[0] (`sendmail`, `mailq`, or `smarthost`),
-//! then hand over to the CLI.
+//! Thin entry point: pick the personality from argv[0] (`sendmail`, `mailq`, `newaliases`, or
+//! `smarthost`), then hand over to the CLI.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     match program.as_str() {
         "sendmail" => smarthost::cli::run_as_sendmail(args.split_off(1)),
         "mailq" => smarthost::cli::run_as_mailq(),
+        "newaliases" => smarthost::cli::run_as_newaliases(),
         _ => smarthost::cli::run(smarthost::cli::Cli::parse_from(args)),
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::exit;
+use crate::sysexits as exit;
 
 pub fn run(path: Option<PathBuf>, spool: Option<PathBuf>) -> ExitCode {
     match super::load_config(path, spool) {

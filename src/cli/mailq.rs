@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
-use super::exit;
 use crate::config::Config;
 use crate::spool::{self, Filter, MessageSummary, OpenMode, PENDING_STATES};
+use crate::sysexits as exit;
 
 pub fn run(config: &Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()

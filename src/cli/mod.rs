@@ -1,7 +1,6 @@
 //! The command line: one file per subcommand; `main` only dispatches here.
 
 mod check_config;
-mod exit;
 mod mailq;
 mod preflight;
 mod queue;
@@ -16,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::sysexits as exit;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -29,6 +29,10 @@ pub struct Cli {
     /// built-in defaults).
     #[arg(long, global = true, env = "SMARTHOST_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Spool database, overriding spool.path (a relative path is taken from the current
+    /// directory).
+    #[arg(long, global = true, env = "SMARTHOST_SPOOL", value_name = "PATH")]
+    spool: Option<PathBuf>,
     /// Log line format on standard error.
     #[arg(long, global = true, value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -43,9 +47,10 @@ enum Command {
         /// Listen address, overriding smtp.listen (port 0 picks a free port and logs it).
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
-        /// Spool database, overriding spool.path.
-        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
-        spool: Option<PathBuf>,
+        /// Metrics address, overriding metrics.listen, so that instances side by side each
+        /// serve their own (port 0 picks a free port and logs it).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// sendmail-compatible submission (also when invoked as `sendmail`). Takes sendmail's own
     /// flags; `--spool PATH` may come first.
@@ -55,14 +60,9 @@ enum Command {
         args: Vec<OsString>,
     },
     /// List the queue, like Postfix's mailq (also when invoked as `mailq`).
-    Mailq {
-        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
-        spool: Option<PathBuf>,
-    },
+    Mailq,
     /// See and steer the queue: list, show, retry, hold, release, delete, stats, check.
     Queue {
-        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
-        spool: Option<PathBuf>,
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
@@ -77,14 +77,9 @@ enum Command {
         no_upstream: bool,
         #[arg(long)]
         json: bool,
-        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
-        spool: Option<PathBuf>,
     },
     /// Validate the configuration and exit.
-    CheckConfig {
-        #[arg(long, env = "SMARTHOST_SPOOL", value_name = "PATH")]
-        spool: Option<PathBuf>,
-    },
+    CheckConfig,
 }
 
 /// Entry point after argv[0] dispatch: `smarthost <command>`.
@@ -94,23 +89,33 @@ pub fn run(cli: Cli) -> ExitCode {
         _ => "warn",
     };
     telemetry::init(cli.log_format, default_level);
-    let config_path = cli.config;
+    let (config_path, spool) = (cli.config, cli.spool);
     match cli.command {
-        Command::Serve { listen, spool } => {
-            with_config(config_path.clone(), spool, |mut config| {
-                if let Some(listen) = listen {
-                    config.smtp.listen = listen;
-                }
-                serve::run(config, config_path)
-            })
+        Command::Serve {
+            listen,
+            metrics_listen,
+        } => with_config(config_path.clone(), spool, |mut config| {
+            if let Some(listen) = listen {
+                config.smtp.listen = listen;
+            }
+            if let Some(metrics_listen) = metrics_listen {
+                config.metrics_listen = Some(metrics_listen);
+            }
+            serve::run(config, config_path)
+        }),
+        Command::Sendmail { mut args } => {
+            // The global --spool was taken by clap; sendmail's own parser reads it from here.
+            if let Some(spool) = spool {
+                args.insert(0, spool.into_os_string());
+                args.insert(0, "--spool".into());
+            }
+            sendmail::main(args, config_path)
         }
-        Command::Sendmail { args } => sendmail::main(args, config_path),
-        Command::Mailq { spool } => with_config(config_path, spool, |c| mailq::run(&c)),
+        Command::Mailq => with_config(config_path, spool, |c| mailq::run(&c)),
         Command::Preflight {
             sender_domains,
             no_upstream,
             json,
-            spool,
         } => with_config(config_path, spool, |c| {
             let options = crate::preflight::Options {
                 sender_domains,
@@ -118,16 +123,16 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             preflight::run(&c, options, json)
         }),
-        Command::Queue { spool, command } => {
-            with_config(config_path, spool, |c| queue::run(&c, command))
-        }
-        Command::CheckConfig { spool } => check_config::run(config_path, spool),
+        Command::Queue { command } => with_config(config_path, spool, |c| queue::run(&c, command)),
+        Command::CheckConfig => check_config::run(config_path, spool),
     }
 }
 
-/// argv[0] is `sendmail`: the whole command line is sendmail's.
+/// argv[0] is `sendmail`: the whole command line is sendmail's. It reports its own outcome
+/// (exit status, one line on stderr when something is wrong); log lines would land in cron
+/// mail and PHP error logs, so only errors are logged.
 pub fn run_as_sendmail(args: Vec<OsString>) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
+    telemetry::init(LogFormat::Human, "error");
     sendmail::main(
         args,
         std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from),
@@ -140,6 +145,12 @@ pub fn run_as_mailq() -> ExitCode {
     let config = std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from);
     let spool = std::env::var_os("SMARTHOST_SPOOL").map(PathBuf::from);
     with_config(config, spool, |c| mailq::run(&c))
+}
+
+/// argv[0] is `newaliases` (Debian links it to the MTA's sendmail, and package scripts call
+/// it): aliases are `rewrite.aliases` in the configuration, so there is nothing to rebuild.
+pub fn run_as_newaliases() -> ExitCode {
+    ExitCode::from(exit::OK)
 }
 
 /// Loads and validates the configuration (applying a `--spool` override), or explains why not.
@@ -163,7 +174,8 @@ fn load_config(
 ) -> Result<Config, crate::config::ConfigError> {
     let mut config = Config::load(path.as_deref())?;
     if let Some(spool) = spool {
-        config.spool.path = spool;
+        // Made absolute once, here: the daemon and delivery never depend on where they run.
+        config.spool.path = std::path::absolute(&spool).unwrap_or(spool);
     }
     Ok(config)
 }

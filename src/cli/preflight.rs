@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use super::exit;
 use crate::config::Config;
 use crate::preflight::{self, Options};
+use crate::sysexits as exit;
 
 pub fn run(config: &Config, options: Options, json: bool) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()

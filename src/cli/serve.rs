@@ -12,11 +12,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use tokio::sync::{Notify, watch};
 
-use super::exit;
 use crate::config::Config;
 use crate::delivery::{self, Shared};
-use crate::listener::{self, ConnectionLimits, Intake, SessionPolicy};
+use crate::intake::{Intake, Queue};
+use crate::listener::{self, ConnectionLimits, SessionContext, SessionPolicy};
 use crate::spool::{DeliveryStore, Spool};
+use crate::sysexits as exit;
 use crate::telemetry::{self, Metrics};
 
 /// `config_path` is read again on SIGHUP (delivery settings: upstreams, credentials, retry).
@@ -83,7 +84,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         drop(shared_rx);
         None
     } else {
-        Some(tokio::spawn(delivery::run(shared_rx, stop_rx)))
+        Some(tokio::spawn(delivery::run(shared_rx, stop_rx.clone())))
     };
     let stop = async move {
         loop {
@@ -96,11 +97,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         tracing::info!("shutdown requested");
         let _ = stop_tx.send(true);
     };
+    let intake = Arc::new(Intake::new(&config, Queue::Spool(spool)));
+    let maildrop = start_maildrop(&config, &intake, &metrics, &stop_rx);
     tracing::info!(%address, spool = %config.spool.path.display(), hostname = %config.hostname,
         upstreams = config.delivery.upstreams.len(), "listening");
-    let intake = Intake {
-        policy: Arc::new(SessionPolicy::from_config(&config)),
-        spool,
+    let context = SessionContext {
+        policy: Arc::new(SessionPolicy {
+            limits: config.smtp.limits.clone(),
+            intake,
+        }),
         metrics,
     };
     let limits = ConnectionLimits {
@@ -108,7 +113,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         per_ip: config.smtp.max_connections_per_ip,
         shutdown_grace: config.smtp.shutdown_grace,
     };
-    listener::serve(listener, intake, limits, stop).await;
+    listener::serve(listener, context, limits, stop).await;
+    if let Some(maildrop) = maildrop
+        && tokio::time::timeout(config.smtp.shutdown_grace, maildrop)
+            .await
+            .is_err()
+    {
+        tracing::warn!("local hand-offs did not finish within the grace period");
+    }
     if let Some(delivery) = delivery {
         // Deliveries in flight finish within the grace period; the rest keep their leases,
         // which the next start clears.
@@ -139,6 +151,35 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         "stopped"
     );
     Ok(())
+}
+
+/// The local hand-off socket for `sendmail` callers who may not write the spool. Without it
+/// (say, a relay run by an unprivileged user that cannot create /run/smarthost) mail still
+/// arrives over SMTP and from callers who may write the spool; the warning says what to fix.
+fn start_maildrop(
+    config: &Config,
+    intake: &Arc<Intake>,
+    metrics: &Arc<Metrics>,
+    stop: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let path = &config.sendmail.socket;
+    match listener::bind_maildrop(path) {
+        Ok(socket) => {
+            tracing::info!(socket = %path.display(), "local hand-off listening");
+            Some(tokio::spawn(listener::serve_maildrop(
+                socket,
+                intake.clone(),
+                metrics.clone(),
+                stop.clone(),
+                config.smtp.limits.max_message_size,
+            )))
+        }
+        Err(error) => {
+            tracing::warn!(socket = %path.display(), %error,
+                "local hand-off disabled: sendmail callers who cannot write the spool will get exit 75; fix sendmail.socket");
+            None
+        }
+    }
 }
 
 /// What delivery needs besides the configuration, kept for SIGHUP.

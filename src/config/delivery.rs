@@ -152,7 +152,32 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: String,
-    pub password: Secret,
+    /// Where the password is; read with `load_password` by the processes that need it.
+    pub password: PasswordSource,
+}
+
+/// Where an upstream's password comes from (never the config file itself).
+#[derive(Debug, Clone)]
+pub enum PasswordSource {
+    /// An environment variable of the delivering process.
+    Env { variable: String, key: String },
+    /// A file, trailing newline removed; it should be readable by the daemon's user only.
+    File { path: PathBuf, key: String },
+}
+
+impl PasswordSource {
+    /// Reads the password now. Errors name the config key. A file that group or others may
+    /// read works, with a warning.
+    pub fn load(&self) -> Result<Secret, ConfigError> {
+        match self {
+            PasswordSource::Env { variable, key } => std::env::var(variable)
+                .ok()
+                .filter(|value| !value.is_empty())
+                .map(Secret)
+                .ok_or_else(|| invalid(key, format!("environment variable {variable} is not set"))),
+            PasswordSource::File { path, key } => read_password_file(path, key).map(Secret),
+        }
+    }
 }
 
 /// A password: its Debug and Display never show it, so it cannot leak into logs or errors.
@@ -174,7 +199,6 @@ impl fmt::Debug for Secret {
 pub(super) fn validate(
     raw: RawDelivery,
     upstreams: Vec<RawUpstream>,
-    warnings: &mut Vec<String>,
 ) -> Result<DeliveryConfig, ConfigError> {
     let retry = RetryPolicy {
         initial: duration("delivery.retry_initial", &raw.retry_initial)?,
@@ -187,7 +211,7 @@ pub(super) fn validate(
         ));
     }
     if let Some(address) = &raw.bounce_address
-        && crate::envelope::Address::parse(address, true)
+        && crate::model::Address::parse(address, true)
             .ok()
             .and_then(|a| a.domain().map(str::to_owned))
             .is_none()
@@ -208,7 +232,7 @@ pub(super) fn validate(
     let upstreams = upstreams
         .into_iter()
         .enumerate()
-        .map(|(index, upstream)| validate_upstream(index, upstream, warnings))
+        .map(|(index, upstream)| validate_upstream(index, upstream))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(DeliveryConfig {
         retry,
@@ -231,11 +255,7 @@ pub(super) fn validate(
     })
 }
 
-fn validate_upstream(
-    index: usize,
-    raw: RawUpstream,
-    warnings: &mut Vec<String>,
-) -> Result<Upstream, ConfigError> {
+fn validate_upstream(index: usize, raw: RawUpstream) -> Result<Upstream, ConfigError> {
     let key = |field: &str| format!("upstream[{index}].{field}");
     if raw.host.is_empty() || raw.host.contains(char::is_whitespace) {
         return Err(invalid(
@@ -263,27 +283,34 @@ fn validate_upstream(
             ));
         }
     };
-    let password = match (&raw.password_env, &raw.password_file) {
+    // Only the source is checked here; the secret itself is read by the process that
+    // delivers (and by preflight's probe), so that submitting and reading the queue never
+    // need it (a cron job's user cannot read the daemon's password file or environment).
+    let password = match (raw.password_env, raw.password_file) {
         (Some(_), Some(_)) => {
             return Err(invalid(
                 key("password_env"),
                 "give password_env or password_file, not both",
             ));
         }
-        (Some(variable), None) => Some(std::env::var(variable).map_err(|_| {
-            invalid(
+        (Some(variable), None) if variable.is_empty() || variable.contains('=') => {
+            return Err(invalid(
                 key("password_env"),
-                format!("environment variable {variable} is not set"),
-            )
-        })?),
-        (None, Some(path)) => Some(read_password_file(path, &key("password_file"), warnings)?),
+                format!("'{variable}' is not an environment variable name"),
+            ));
+        }
+        (Some(variable), None) => Some(PasswordSource::Env {
+            variable,
+            key: key("password_env"),
+        }),
+        (None, Some(path)) => Some(PasswordSource::File {
+            path,
+            key: key("password_file"),
+        }),
         (None, None) => None,
     };
     let credentials = match (raw.username, password) {
-        (Some(username), Some(password)) => Some(Credentials {
-            username,
-            password: Secret(password),
-        }),
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
         (None, None) => None,
         (Some(_), None) => {
             return Err(invalid(
@@ -350,21 +377,17 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Reads a password file (trailing newline removed) and warns when others may read it.
-fn read_password_file(
-    path: &PathBuf,
-    key: &str,
-    warnings: &mut Vec<String>,
-) -> Result<String, ConfigError> {
+fn read_password_file(path: &PathBuf, key: &str) -> Result<String, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path)
         .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
     if let Ok(metadata) = std::fs::metadata(path)
         && metadata.permissions().mode() & 0o077 != 0
     {
-        warnings.push(format!(
+        tracing::warn!(
             "{key}: {} is readable by group or others; chmod 600 it",
             path.display()
-        ));
+        );
     }
     let password = text.trim_end_matches(['\r', '\n']).to_string();
     if password.is_empty() {
@@ -394,7 +417,14 @@ mod tests {
         let upstream = &config.delivery.upstreams[0];
         assert_eq!(upstream.name(), "smtp.example.com:587");
         assert_eq!(
-            upstream.credentials.as_ref().unwrap().password.expose(),
+            upstream
+                .credentials
+                .as_ref()
+                .unwrap()
+                .password
+                .load()
+                .unwrap()
+                .expose(),
             "s3cret"
         );
         assert_eq!(
@@ -426,10 +456,6 @@ mod tests {
                 "upstream[0].username",
             ),
             (
-                "host = \"h\"\nport = 587\ntls = \"starttls\"\nusername = \"u\"\npassword_env = \"SMARTHOST_SURELY_UNSET_VARIABLE\"",
-                "SMARTHOST_SURELY_UNSET_VARIABLE",
-            ),
-            (
                 "host = \"h\"\nport = 587\ntls = \"starttls\"\npassword = \"inline\"",
                 "unknown field `password`",
             ),
@@ -438,6 +464,42 @@ mod tests {
             let error = load(&format!("[[upstream]]\n{upstream}\n")).unwrap_err();
             assert!(error.contains(expected), "{upstream}: {error}");
         }
+    }
+
+    /// Submitting and reading the queue load the configuration too: a password only the
+    /// daemon has must not stop them. It is read, and its absence reported with the key, when
+    /// delivery (or preflight) asks for it.
+    #[test]
+    fn password_sources_are_read_only_when_asked_for() {
+        let config = load(
+            "[[upstream]]\nhost = \"h\"\nport = 587\ntls = \"starttls\"\nusername = \"u\"\npassword_env = \"SMARTHOST_SURELY_UNSET_VARIABLE\"\n[[upstream]]\nhost = \"h2\"\nport = 587\ntls = \"starttls\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n",
+        )
+        .unwrap();
+        let errors: Vec<String> = config
+            .delivery
+            .upstreams
+            .iter()
+            .map(|u| {
+                u.credentials
+                    .as_ref()
+                    .unwrap()
+                    .password
+                    .load()
+                    .unwrap_err()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            errors[0].contains("upstream[0].password_env"),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].contains("SMARTHOST_SURELY_UNSET_VARIABLE is not set"));
+        assert!(
+            errors[1].contains("upstream[1].password_file"),
+            "{}",
+            errors[1]
+        );
     }
 
     #[test]

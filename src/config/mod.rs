@@ -14,11 +14,17 @@ use crate::policy::{SenderDomains, TrustedNetworks};
 mod delivery;
 mod rewrite;
 
-pub use delivery::{Credentials, DeliveryConfig, RetryPolicy, Secret, TlsMode, Upstream};
+pub use delivery::{
+    Credentials, DeliveryConfig, PasswordSource, RetryPolicy, Secret, TlsMode, Upstream,
+};
 pub use rewrite::RewriteConfig;
 
 /// Where `--config` points when it is not given, if the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smarthost/smarthost.toml";
+/// Absolute, so that every caller reaches the same spool from any working directory (cron
+/// runs jobs in the user's home directory).
+pub const DEFAULT_SPOOL_PATH: &str = "/var/spool/smarthost/spool.db";
+pub const DEFAULT_SENDMAIL_SOCKET: &str = "/run/smarthost/sendmail.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -58,6 +64,8 @@ struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     preflight: RawPreflight,
+    #[serde(default)]
+    sendmail: RawSendmail,
     /// `[[upstream]]` tables, in priority order.
     #[serde(default)]
     upstream: Vec<delivery::RawUpstream>,
@@ -142,6 +150,27 @@ pub struct PreflightConfig {
     pub metadata_url: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSendmail {
+    socket: PathBuf,
+}
+
+impl Default for RawSendmail {
+    fn default() -> RawSendmail {
+        RawSendmail {
+            socket: PathBuf::from(DEFAULT_SENDMAIL_SOCKET),
+        }
+    }
+}
+
+/// `[sendmail]`: how a `sendmail` caller who may not write the spool reaches the daemon.
+#[derive(Debug, Clone)]
+pub struct SendmailConfig {
+    /// The daemon's local hand-off socket (it learns the submitting user from the kernel).
+    pub socket: PathBuf,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
@@ -158,7 +187,7 @@ struct RawSpool {
 impl Default for RawSpool {
     fn default() -> RawSpool {
         RawSpool {
-            path: PathBuf::from("./var/spool.db"),
+            path: PathBuf::from(DEFAULT_SPOOL_PATH),
             busy_timeout: "5s".into(),
         }
     }
@@ -180,6 +209,7 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub dns: DnsConfig,
     pub preflight: PreflightConfig,
+    pub sendmail: SendmailConfig,
     /// Things that work but deserve the operator's attention, logged at start.
     pub warnings: Vec<String>,
 }
@@ -263,7 +293,7 @@ impl Config {
         };
         validate_hostname(&hostname)?;
         let mut warnings = Vec::new();
-        let delivery = delivery::validate(raw.delivery, raw.upstream, &mut warnings)?;
+        let delivery = delivery::validate(raw.delivery, raw.upstream)?;
         let rewrite = rewrite::validate(raw.rewrite)?;
         let upstream_helo = if delivery.upstreams.is_empty() {
             String::new()
@@ -282,7 +312,7 @@ impl Config {
             hostname,
             smtp: validate_smtp(raw.smtp)?,
             spool: SpoolConfig {
-                path: raw.spool.path,
+                path: absolute("spool.path", raw.spool.path)?,
                 busy_timeout: duration("spool.busy_timeout", &raw.spool.busy_timeout)?,
             },
             delivery,
@@ -340,8 +370,31 @@ impl Config {
                     other => other,
                 },
             },
+            sendmail: SendmailConfig {
+                socket: absolute("sendmail.socket", raw.sendmail.socket)?,
+            },
             warnings,
         })
+    }
+}
+
+/// Paths in the file must be absolute: a relative one would mean a different file for every
+/// caller's working directory.
+fn absolute(key: &str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "'{}' is relative; give an absolute path such as {}",
+                path.display(),
+                match key {
+                    "spool.path" => DEFAULT_SPOOL_PATH,
+                    _ => DEFAULT_SENDMAIL_SOCKET,
+                }
+            ),
+        ))
     }
 }
 
@@ -472,7 +525,11 @@ mod tests {
     fn defaults_listen_on_loopback_and_trust_only_it() {
         let config = Config::from_toml("hostname = \"relay.example.com\"").unwrap();
         assert_eq!(config.smtp.listen.to_string(), "127.0.0.1:2525");
-        assert_eq!(config.spool.path, PathBuf::from("./var/spool.db"));
+        assert_eq!(config.spool.path, PathBuf::from(DEFAULT_SPOOL_PATH));
+        assert_eq!(
+            config.sendmail.socket,
+            PathBuf::from(DEFAULT_SENDMAIL_SOCKET)
+        );
         let nets = config.smtp.trusted_networks.to_strings();
         assert_eq!(nets, ["127.0.0.0/8", "::1/128"]);
         assert_eq!(config.smtp.limits.data_timeout, Duration::from_secs(180));
@@ -500,6 +557,8 @@ mod tests {
             ("[smtp]\nmax_recipients = 0", "smtp.max_recipients"),
             ("[smtp]\nlisten_port = 25", "unknown field `listen_port`"),
             ("[spol]\npath = \"x\"", "unknown field `spol`"),
+            ("[spool]\npath = \"var/spool.db\"", "spool.path"),
+            ("[sendmail]\nsocket = \"s.sock\"", "sendmail.socket"),
             ("hostname = \"bad name\"", "hostname"),
             (
                 "[smtp]\nallowed_sender_domains = [\"a@b\"]",

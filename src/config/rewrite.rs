@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{ConfigError, invalid};
-use crate::envelope::Address;
-use crate::rewrite::{DEFAULT_INTERNAL_SUFFIXES, InternalNames};
+use crate::model::Address;
+use crate::model::{DEFAULT_INTERNAL_SUFFIXES, InternalNames};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{TlsMode, Upstream};
+use crate::config::{Secret, TlsMode, Upstream};
 use crate::spool::BodyType;
 use crate::wire;
 
@@ -96,6 +96,8 @@ pub struct Timeouts {
 pub struct Endpoint {
     pub upstream: Upstream,
     pub helo: String,
+    /// The AUTH identity, its password read from its source when the endpoint was built.
+    login: Option<(String, Secret)>,
     tls: TlsConnector,
     /// Kept apart from the TLS configuration so that preflight can ask it about the future.
     verifier: Arc<dyn ServerCertVerifier>,
@@ -110,8 +112,16 @@ pub struct Probe {
 }
 
 impl Endpoint {
-    /// Builds the TLS configuration once: the configured CA file, or the system's roots.
+    /// Builds the TLS configuration once (the configured CA file, or the system's roots) and
+    /// reads the password: only the processes that connect upstream ever hold it.
     pub fn new(upstream: Upstream, helo: String) -> Result<Endpoint, String> {
+        let login = match &upstream.credentials {
+            Some(credentials) => Some((
+                credentials.username.clone(),
+                credentials.password.load().map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = match &upstream.ca_file {
             Some(path) => {
@@ -143,6 +153,7 @@ impl Endpoint {
         Ok(Endpoint {
             upstream,
             helo,
+            login,
             tls: TlsConnector::from(Arc::new(config)),
             verifier,
         })
@@ -205,11 +216,8 @@ impl Endpoint {
         .implicit_tls(upstream.tls == TlsMode::Implicit)
         .helo_host(self.helo.clone())
         .timeout(timeouts.connect);
-        if let Some(credentials) = &upstream.credentials {
-            builder = builder.credentials((
-                credentials.username.clone(),
-                credentials.password.expose().to_string(),
-            ));
+        if let Some((username, password)) = &self.login {
+            builder = builder.credentials((username.clone(), password.expose().to_string()));
         }
         let client = match upstream.tls {
             TlsMode::None => builder.connect_plain().await.map(Client::Plain),

@@ -1,17 +1,14 @@
 //! Drives one `Session` over any byte stream (a TCP socket, or stdin/stdout for
 //! `sendmail -bs`): reads with the session's timeout, writes replies (batched, so pipelined
-//! commands get their replies in one write), and hands finished messages to the spool.
+//! commands get their replies in one write), and hands finished messages to the intake.
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::reply::{self, Reply};
-use super::session::{AcceptedMessage, Peer, Session, SessionPolicy, Step};
-use crate::intake::{self, Submission};
-use crate::received;
-use crate::spool::{Origin, QueueId, Spool, SpoolError};
+use super::reply::{self, Reply, refusal_reason};
+use super::session::{Peer, Session, SessionPolicy, Step};
 use crate::telemetry::Metrics;
 
 /// Read sizes: large while a message streams in, small between commands, so that hundreds
@@ -21,16 +18,31 @@ const COMMAND_READ_CHUNK: usize = 2 * 1024;
 
 /// What every connection needs besides its stream.
 #[derive(Clone)]
-pub struct Intake {
+pub struct SessionContext {
     pub policy: Arc<SessionPolicy>,
-    pub spool: Spool,
     pub metrics: Arc<Metrics>,
+}
+
+/// How a session ended, for `sendmail -bs`'s exit status.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionEnd {
+    /// The client said QUIT.
+    pub quit: bool,
+    /// Messages queued.
+    pub queued: u32,
+    /// A transaction was still open (the input ended inside it).
+    pub open_transaction: bool,
 }
 
 /// Runs the session until QUIT, a closing error, a timeout, shutdown, or the client leaving.
 /// `shutdown` turning true makes an idle session answer `421 4.3.2`; a session in DATA is left
 /// to finish its message first.
-pub async fn run<S>(stream: S, peer: Peer, intake: Intake, mut shutdown: watch::Receiver<bool>)
+pub async fn run<S>(
+    stream: S,
+    peer: Peer,
+    intake: SessionContext,
+    mut shutdown: watch::Receiver<bool>,
+) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -39,6 +51,7 @@ where
     intake.metrics.sessions.inc();
     let mut input = Vec::with_capacity(COMMAND_READ_CHUNK);
     let mut output = Vec::with_capacity(1024);
+    let mut quit = false;
     session.greeting().write_to(&mut output);
     loop {
         match session.step(&mut input) {
@@ -46,9 +59,12 @@ where
                 count_refusal(&intake, &reply);
                 reply.write_to(&mut output);
             }
-            Step::Message(message) => {
+            Step::Message(submission) => {
                 let started = std::time::Instant::now();
-                let outcome = commit(&intake, &session, message).await;
+                let outcome = intake.policy.intake.accept(submission).await;
+                if let Err(refusal) = &outcome {
+                    tracing::info!(peer = ?session.peer(), %refusal, "message refused");
+                }
                 let reply = session.queued(&outcome);
                 if outcome.is_ok() {
                     intake.metrics.accepted.inc();
@@ -61,6 +77,7 @@ where
                 reply.write_to(&mut output);
             }
             Step::Close(reply) => {
+                quit = reply == reply::BYE;
                 count_refusal(&intake, &reply);
                 reply.write_to(&mut output);
                 let _ = writer.write_all(&output).await;
@@ -86,10 +103,15 @@ where
         }
     }
     let _ = writer.shutdown().await;
+    SessionEnd {
+        quit,
+        queued: session.queued_count(),
+        open_transaction: session.in_transaction(),
+    }
 }
 
-fn count_refusal(intake: &Intake, reply: &Reply) {
-    if let Some(reason) = reply.refusal_reason() {
+fn count_refusal(intake: &SessionContext, reply: &Reply) {
+    if let Some(reason) = refusal_reason(reply) {
         intake.metrics.refuse(reason);
     }
 }
@@ -138,64 +160,4 @@ async fn read_more<R: AsyncRead + Unpin>(
     };
     input.truncate(start);
     result
-}
-
-/// Builds the spooled form of a message (rewritten, Received header first) and commits it.
-async fn commit(
-    intake: &Intake,
-    session: &Session,
-    message: AcceptedMessage,
-) -> Result<QueueId, SpoolError> {
-    let id = QueueId::generate();
-    let policy = &intake.policy;
-    let (client_addr, submitter, received, protocol) = match session.peer() {
-        Peer::Tcp(ip) => {
-            let protocol = match (message.esmtp, message.smtputf8) {
-                (_, true) => "UTF8SMTP",
-                (true, false) => "ESMTP",
-                (false, false) => "SMTP",
-            };
-            let single = match message.recipients.as_slice() {
-                [only] => Some(only.to_string()),
-                _ => None,
-            };
-            let client = format!("[{ip}]");
-            let from = (!policy.rewriter.hides_client(*ip))
-                .then_some((message.helo.as_deref(), client.as_str()));
-            let header =
-                received::smtp_header(from, &policy.hostname, protocol, &id, single.as_deref());
-            let protocol = if message.esmtp { "ESMTP" } else { "SMTP" };
-            (Some(ip.to_string()), None, header, protocol)
-        }
-        Peer::Local { user, uid } => (
-            None,
-            Some(user.clone()),
-            received::local_header(&policy.hostname, *uid, &id),
-            "LOCAL",
-        ),
-    };
-    let submission = Submission {
-        id: id.clone(),
-        sender: message.sender.as_spooled(),
-        recipients: message.recipients.iter().map(|r| r.to_string()).collect(),
-        message: &message.body,
-        received,
-        origin: Origin {
-            helo: message.helo.clone(),
-            client_addr,
-            submitter,
-            protocol,
-        },
-        body_type: message.body_type,
-        smtputf8: message.smtputf8,
-    };
-    let new = intake::prepare(&policy.rewriter, submission)
-        .map_err(|recipient| SpoolError::Write(format!("recipient {recipient} has no route")))?;
-    match intake.spool.enqueue(new).await {
-        Ok(()) => Ok(id),
-        Err(error) => {
-            tracing::error!(peer = ?session.peer(), %error, "message not queued; client told 452 4.3.1");
-            Err(error)
-        }
-    }
 }

@@ -1,13 +1,16 @@
-//! The SMTP listener: accept loop, session state machine, DATA framing, replies.
+//! The listeners: the SMTP accept loop, session state machine, DATA framing and replies, and
+//! the local hand-off socket that unprivileged `sendmail` callers submit through.
 
 mod command;
 mod connection;
 mod data;
+mod pickup;
 pub mod reply;
 mod server;
 mod session;
 
-pub use connection::{Intake, run as run_connection};
+pub use connection::{SessionContext, SessionEnd, run as run_connection};
+pub use pickup::{bind_maildrop, serve_maildrop};
 pub use server::{ConnectionLimits, serve};
 pub use session::{Peer, SessionPolicy};
 

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::connection::{self, Intake};
+use super::connection::{self, SessionContext};
 use super::reply::{self, Reply};
 use super::session::Peer;
 
@@ -65,7 +65,7 @@ impl Drop for PerIpSlot {
 /// the grace period for the others, and returns.
 pub async fn serve(
     listener: TcpListener,
-    intake: Intake,
+    intake: SessionContext,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
 ) {

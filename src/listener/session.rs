@@ -13,33 +13,14 @@ use super::command::{self, Command, MailParams};
 use super::data::{DataOutcome, DataReceiver};
 use super::reply::{self, Reply};
 use crate::config::SessionLimits;
-use crate::envelope::{self, Address, AddressError, ReversePath};
-use crate::policy::{RelayDecision, SenderDomains, TrustedNetworks, routing_trick};
-use crate::rewrite::Rewriter;
-use crate::spool::{BodyType, QueueId, SpoolError};
+use crate::intake::{Client, Intake, LocalUser, Refusal, Role, Submission};
+use crate::model::{self, Address, BodyType, QueueId, ReversePath};
+use crate::policy::RelayDecision;
 
-/// Everything sessions share: who we are, what they may do, whom we relay for.
-#[derive(Debug)]
+/// Everything sessions share: their limits, and the intake that judges and takes their mail.
 pub struct SessionPolicy {
-    pub hostname: String,
     pub limits: SessionLimits,
-    pub trusted_networks: TrustedNetworks,
-    pub sender_domains: SenderDomains,
-    /// Identity repair, applied between policy and spool; asked at RCPT whether a local
-    /// recipient has anywhere to go.
-    pub rewriter: Rewriter,
-}
-
-impl SessionPolicy {
-    pub fn from_config(config: &crate::config::Config) -> SessionPolicy {
-        SessionPolicy {
-            hostname: config.hostname.clone(),
-            limits: config.smtp.limits.clone(),
-            trusted_networks: config.smtp.trusted_networks.clone(),
-            sender_domains: config.smtp.allowed_sender_domains.clone(),
-            rewriter: Rewriter::from_config(config),
-        }
-    }
+    pub intake: Arc<Intake>,
 }
 
 /// Who is on the other end.
@@ -47,17 +28,14 @@ impl SessionPolicy {
 pub enum Peer {
     Tcp(IpAddr),
     /// `sendmail -bs`: a local user on standard input.
-    Local {
-        user: String,
-        uid: u32,
-    },
+    Local(LocalUser),
 }
 
 impl Peer {
     fn ip(&self) -> Option<IpAddr> {
         match self {
             Peer::Tcp(ip) => Some(*ip),
-            Peer::Local { .. } => None,
+            Peer::Local(_) => None,
         }
     }
 }
@@ -66,24 +44,12 @@ impl Peer {
 #[derive(Debug)]
 pub enum Step {
     Reply(Reply),
-    /// A complete message: commit it, then call `Session::queued` for the reply.
-    Message(AcceptedMessage),
+    /// A complete message: give it to the intake, then call `Session::queued` for the reply.
+    Message(Submission),
     /// Every complete line has been handled: flush replies and read more.
     NeedInput,
     /// Send this reply and close the connection.
     Close(Reply),
-}
-
-/// A message the client finished sending, with its envelope as received.
-#[derive(Debug)]
-pub struct AcceptedMessage {
-    pub sender: ReversePath,
-    pub recipients: Vec<Address>,
-    pub body: Vec<u8>,
-    pub body_type: BodyType,
-    pub smtputf8: bool,
-    pub helo: Option<String>,
-    pub esmtp: bool,
 }
 
 #[derive(Debug)]
@@ -110,11 +76,13 @@ pub struct Session {
     transaction: Option<Transaction>,
     mode: Mode,
     errors: u32,
+    /// Messages queued so far (`sendmail -bs` exits non-zero when its input ends with none).
+    queued: u32,
 }
 
 impl Session {
     pub fn new(policy: Arc<SessionPolicy>, peer: Peer) -> Session {
-        let relay = policy.trusted_networks.decide(peer.ip());
+        let relay = policy.intake.relay(peer.ip());
         Session {
             policy,
             peer,
@@ -124,11 +92,15 @@ impl Session {
             transaction: None,
             mode: Mode::Command,
             errors: 0,
+            queued: 0,
         }
     }
 
     pub fn greeting(&self) -> Reply {
-        Reply::new(220, format!("{} ESMTP smarthost", self.policy.hostname))
+        Reply::new(
+            220,
+            format!("{} ESMTP smarthost", self.policy.intake.hostname()),
+        )
     }
 
     pub fn peer(&self) -> &Peer {
@@ -181,12 +153,25 @@ impl Session {
         }
     }
 
-    /// The reply for a message handed out by `Step::Message`, once the spool has answered.
-    pub fn queued(&self, outcome: &Result<QueueId, SpoolError>) -> Reply {
+    /// The reply for a message handed out by `Step::Message`, once the intake has answered.
+    pub fn queued(&mut self, outcome: &Result<QueueId, Refusal>) -> Reply {
         match outcome {
-            Ok(id) => Reply::new(250, format!("2.0.0 Ok: queued as {id}")),
-            Err(_) => reply::STORAGE_FAILURE,
+            Ok(id) => {
+                self.queued += 1;
+                Reply::new(250, format!("2.0.0 Ok: queued as {id}"))
+            }
+            Err(refusal) => refusal.reply(),
         }
+    }
+
+    /// Messages queued in this session so far.
+    pub fn queued_count(&self) -> u32 {
+        self.queued
+    }
+
+    /// A transaction is open (MAIL given, message not finished).
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
     }
 
     fn command_step(&mut self, input: &mut Vec<u8>) -> Step {
@@ -236,9 +221,9 @@ impl Session {
         self.transaction = None;
         self.helo = Some(name);
         self.esmtp = esmtp;
-        let hostname = &self.policy.hostname;
+        let hostname = self.policy.intake.hostname();
         if !esmtp {
-            return Step::Reply(Reply::new(250, hostname.clone()));
+            return Step::Reply(Reply::new(250, hostname.to_string()));
         }
         Step::Reply(Reply::new(
             250,
@@ -262,24 +247,18 @@ impl Session {
         {
             return self.error(reply::MESSAGE_TOO_BIG);
         }
-        let sender = match envelope::parse_reverse_path(path, params.smtputf8) {
+        let sender = match model::parse_reverse_path(path, params.smtputf8) {
             Ok(sender) => sender,
-            Err(error) => return self.error(address_refusal(&error, "5.1.7", "sender")),
+            Err(error) => {
+                return self.refuse(Refusal::BadAddress {
+                    role: Role::Sender,
+                    address: path.to_string(),
+                    error,
+                });
+            }
         };
-        if let ReversePath::Mailbox(address) = &sender
-            && let Some(trick) = routing_trick(address)
-        {
-            return self.error(Reply::new(
-                553,
-                format!("5.1.7 <{address}>: {}", trick.describe()),
-            ));
-        }
-        if !self.policy.sender_domains.allows(&sender) {
-            tracing::info!(peer = ?self.peer, %sender, "sender refused: domain not in allowed_sender_domains");
-            return self.error(Reply::new(
-                553,
-                format!("5.7.1 {sender}: Sender address rejected: domain not allowed to send through this relay"),
-            ));
+        if let Err(refusal) = self.policy.intake.check_sender(&sender) {
+            return self.refuse(refusal);
         }
         self.transaction = Some(Transaction {
             sender,
@@ -295,25 +274,18 @@ impl Session {
         };
         let smtputf8 = transaction.params.smtputf8;
         let count = transaction.recipients.len();
-        let recipient = match envelope::parse_forward_path(path, smtputf8) {
+        let recipient = match model::parse_forward_path(path, smtputf8) {
             Ok(recipient) => recipient,
-            Err(error) => return self.error(address_refusal(&error, "5.1.3", "recipient")),
+            Err(error) => {
+                return self.refuse(Refusal::BadAddress {
+                    role: Role::Recipient,
+                    address: path.to_string(),
+                    error,
+                });
+            }
         };
-        if let Some(trick) = routing_trick(&recipient) {
-            return self.error(Reply::new(
-                553,
-                format!("5.1.3 <{recipient}>: {}", trick.describe()),
-            ));
-        }
-        if self.relay == RelayDecision::Deny {
-            tracing::warn!(peer = ?self.peer, %recipient, "relay access denied");
-            return self.error(reply::RELAY_DENIED);
-        }
-        if self.policy.rewriter.route(&recipient.to_string()).is_err() {
-            return self.error(Reply::new(
-                550,
-                format!("5.1.1 <{recipient}>: local recipient with no alias; set rewrite.aliases or rewrite.admin_address"),
-            ));
+        if let Err(refusal) = self.policy.intake.check_recipient(self.relay, &recipient) {
+            return self.refuse(refusal);
         }
         if count >= self.policy.limits.max_recipients {
             return Step::Reply(reply::TOO_MANY_RECIPIENTS);
@@ -353,21 +325,34 @@ impl Session {
                 if bare_line_feeds > 0 {
                     tracing::info!(peer = ?self.peer, bare_line_feeds, "bare LF in message normalised to CRLF");
                 }
-                Step::Message(AcceptedMessage {
+                let client = match &self.peer {
+                    Peer::Tcp(ip) => Client::Smtp {
+                        ip: *ip,
+                        helo: self.helo.clone(),
+                        esmtp: self.esmtp,
+                    },
+                    Peer::Local(user) => Client::Local(user.clone()),
+                };
+                Step::Message(Submission {
                     sender: transaction.sender,
                     recipients: transaction.recipients,
-                    body,
+                    message: body,
+                    client,
                     body_type: if transaction.params.eight_bit {
                         BodyType::EightBitMime
                     } else {
                         BodyType::SevenBit
                     },
                     smtputf8: transaction.params.smtputf8,
-                    helo: self.helo.clone(),
-                    esmtp: self.esmtp,
                 })
             }
         }
+    }
+
+    /// A refusal of a command, as its cause's reply, logged with who was refused.
+    fn refuse(&mut self, refusal: Refusal) -> Step {
+        tracing::info!(peer = ?self.peer, %refusal, "refused");
+        self.error(refusal.reply())
     }
 
     /// An error reply that counts towards `max_errors`; past it the session is closed.
@@ -379,22 +364,6 @@ impl Session {
         }
         Step::Reply(reply)
     }
-}
-
-fn address_refusal(error: &AddressError, enhanced: &str, role: &str) -> Reply {
-    let code = match error {
-        AddressError::Syntax => 501,
-        _ => 553,
-    };
-    let enhanced = if matches!(error, AddressError::NeedsSmtpUtf8) {
-        "5.6.7"
-    } else {
-        enhanced
-    };
-    Reply::new(
-        code,
-        format!("{enhanced} Error: bad {role} address: {error}"),
-    )
 }
 
 #[cfg(test)]

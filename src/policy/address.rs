@@ -4,7 +4,7 @@
 //! the envelope parser. We refuse these too, instead of passing them on for an upstream to
 //! interpret.
 
-use crate::envelope::Address;
+use crate::model::Address;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoutingTrick {

@@ -2,8 +2,6 @@
 //! identities). Refusing others at MAIL FROM tells the client while it is still connected,
 //! instead of bouncing later.
 
-use crate::envelope::ReversePath;
-
 #[derive(Debug, Clone, Default)]
 pub struct SenderDomains {
     /// Lower-cased; empty means every sender domain is allowed.
@@ -25,18 +23,16 @@ impl SenderDomains {
         }
     }
 
-    /// The null sender (bounces) is always allowed; an unqualified sender is allowed here
-    /// because it will be qualified by the rewrite stage, not sent as it is.
-    pub fn allows(&self, sender: &ReversePath) -> bool {
-        if self.domains.is_empty() {
+    /// Judges a sender *as it will be sent* (after identity repair; '' is the null sender,
+    /// which bounces use and which is always allowed). An address without a domain is not in
+    /// any allowed domain.
+    pub fn allows(&self, sender: &str) -> bool {
+        if self.domains.is_empty() || sender.is_empty() {
             return true;
         }
-        match sender {
-            ReversePath::Null => true,
-            ReversePath::Mailbox(address) => match address.domain() {
-                None => true,
-                Some(domain) => self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)),
-            },
+        match sender.rsplit_once('@') {
+            None => false,
+            Some((_, domain)) => self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)),
         }
     }
 }
@@ -44,22 +40,25 @@ impl SenderDomains {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::parse_reverse_path;
 
     #[test]
     fn only_listed_domains_pass() {
         let policy = SenderDomains::new(vec!["Example.com".into()]);
-        let allowed = |s: &str| policy.allows(&parse_reverse_path(s, false).unwrap());
+        let allowed = |s: &str| policy.allows(s);
         assert!(allowed("cron@example.com"));
         assert!(allowed("cron@EXAMPLE.COM"));
         assert!(allowed(""));
         assert!(!allowed("cron@other.example"));
         assert!(!allowed("cron@sub.example.com"));
+        assert!(
+            !allowed("root"),
+            "unqualified after repair: sent as it is, refused upstream"
+        );
     }
 
     #[test]
     fn empty_list_allows_everyone() {
         let policy = SenderDomains::default();
-        assert!(policy.allows(&parse_reverse_path("a@b.example", false).unwrap()));
+        assert!(policy.allows("a@b.example"));
     }
 }

@@ -13,7 +13,8 @@ use super::dns::{Answer, Dns};
 use super::report::Check;
 use super::spf::UpstreamSpf;
 use crate::config::Config;
-use crate::rewrite::{AddressRules, is_private};
+use crate::model::is_private;
+use crate::rewrite::AddressRules;
 
 /// Free space below which the spool check fails, and below which it warns.
 const DISK_FAIL_BYTES: u64 = 100 * 1024 * 1024;

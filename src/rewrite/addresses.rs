@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::internal::InternalNames;
 use crate::config::RewriteConfig;
+use crate::model::InternalNames;
 
 #[derive(Debug, Clone)]
 pub struct AddressRules {

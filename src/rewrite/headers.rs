@@ -15,8 +15,12 @@ pub struct Edited {
     pub decisions: Vec<String>,
 }
 
-/// Headers added when missing (RFC 5322 requires Date; Message-ID is expected everywhere).
+/// Headers added when missing (RFC 5322 requires Date and From; Message-ID is expected
+/// everywhere).
 pub struct Missing {
+    /// The From value for a local submission that has none (Postfix's cleanup adds one too);
+    /// None: a message without From is left so (an SMTP client's message is its own).
+    pub from: Option<String>,
     pub date: String,
     /// `<id@domain>`, or None when we have no public domain to put in it.
     pub message_id: Option<String>,
@@ -48,7 +52,7 @@ pub fn rewrite(
         };
     };
     let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
-    let (mut has_date, mut has_message_id) = (false, false);
+    let (mut has_date, mut has_message_id, mut has_from) = (false, false, false);
     let mut headers_end = 0;
     for header in parsed.headers() {
         let range = header.offset_field as usize..header.offset_end as usize;
@@ -81,6 +85,7 @@ pub fn rewrite(
                 continue;
             }
             HeaderName::From | HeaderName::Sender | HeaderName::ReplyTo => {
+                has_from |= header.name == HeaderName::From;
                 rebuild(&header.value, name.len(), |a| rules.sender(a))
             }
             HeaderName::To | HeaderName::Cc => {
@@ -103,6 +108,10 @@ pub fn rewrite(
         }
     }
     let mut added = Vec::new();
+    if let (false, Some(from)) = (has_from, &missing.from) {
+        added.extend_from_slice(format!("From: {from}\r\n").as_bytes());
+        decisions.push(format!("header From added ({from})"));
+    }
     if !has_date {
         added.extend_from_slice(format!("Date: {}\r\n", missing.date).as_bytes());
         decisions.push("header Date added".into());
@@ -134,8 +143,9 @@ fn splice(message: &[u8], edits: Vec<(Range<usize>, Vec<u8>)>) -> Vec<u8> {
 }
 
 /// The header value with every mailbox `map` changes replaced, or None when nothing changed.
-/// A changed mailbox keeps its display name; one without gets its old address as the name,
-/// so the reader still sees who sent it (`"root@web-1" <cron@example.com>`).
+/// A changed mailbox keeps its display name; one without stays without. (Writing the old
+/// address as the name, `"root@web-1" <cron@example.com>`, would leak the internal name and
+/// put an address-like name before a different address, which spam filters score.)
 fn rebuild(
     value: &HeaderValue<'_>,
     name_len: usize,
@@ -156,7 +166,10 @@ fn rebuild(
         match map(old) {
             Some(new) => {
                 changed = true;
-                format!("{} <{new}>", phrase(display.unwrap_or(old)))
+                match display {
+                    Some(name) => format!("{} <{new}>", phrase(name)),
+                    None => new,
+                }
             }
             None => match display {
                 Some(name) => format!("{} <{old}>", phrase(name)),
@@ -182,7 +195,7 @@ fn rebuild(
 
 /// A display name as RFC 5322 wants it: a quoted string for ASCII, RFC 2047 encoded words
 /// (UTF-8, base64, at most 75 characters each) otherwise.
-fn phrase(text: &str) -> String {
+pub fn phrase(text: &str) -> String {
     if text.is_ascii() {
         return format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
     }

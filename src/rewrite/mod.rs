@@ -4,15 +4,14 @@
 
 mod addresses;
 mod headers;
-mod internal;
 
 use chrono::Utc;
 
 pub use addresses::{AddressRules, NoRoute};
 pub use headers::mailbox_address;
-pub use internal::{DEFAULT_INTERNAL_SUFFIXES, InternalNames, is_private};
 
 use crate::config::Config;
+use crate::model::is_private;
 use crate::spool::{NewRecipient, QueueId};
 
 #[derive(Debug, Clone)]
@@ -22,6 +21,16 @@ pub struct Rewriter {
     /// Domain for the Message-IDs we add; never an internal one.
     message_id_domain: Option<String>,
     hide_internal_received: bool,
+}
+
+/// Whether a message without a From header gets one.
+#[derive(Debug, Clone, Copy)]
+pub enum MissingFrom<'a> {
+    /// An SMTP client's message is left as it is.
+    Leave,
+    /// A local submission gets `From: Full Name <repaired sender>`, or just the address when
+    /// there is no name (never the old, internal address as a name).
+    Add { full_name: Option<&'a str> },
 }
 
 /// A message's envelope and content after repair, with what was changed.
@@ -61,23 +70,29 @@ impl Rewriter {
         self.hide_internal_received && is_private(ip) && !ip.is_loopback()
     }
 
+    /// The envelope sender an address becomes ('' is the null sender, which stays).
+    pub fn sender(&self, sender: &str) -> String {
+        self.rules
+            .sender(sender)
+            .unwrap_or_else(|| sender.to_string())
+    }
+
     /// Repairs one message. `recipients` must all have a route (see `route`); recipients that
-    /// end up at the same address are kept once.
+    /// end up at the same address are kept once. A message without From gets one naming the
+    /// repaired sender when `missing_from` says so.
     pub fn apply(
         &self,
         id: &QueueId,
         sender: &str,
         recipients: &[String],
         message: &[u8],
+        missing_from: MissingFrom<'_>,
     ) -> Result<Rewritten, String> {
         let mut decisions = Vec::new();
-        let new_sender = match self.rules.sender(sender) {
-            Some(new) => {
-                decisions.push(format!("envelope from {sender} -> {new}"));
-                new
-            }
-            None => sender.to_string(),
-        };
+        let new_sender = self.sender(sender);
+        if new_sender != sender {
+            decisions.push(format!("envelope from {sender} -> {new_sender}"));
+        }
         let mut routed: Vec<NewRecipient> = Vec::with_capacity(recipients.len());
         for original in recipients {
             let address = match self.rules.recipient(original) {
@@ -98,7 +113,16 @@ impl Rewriter {
                 });
             }
         }
+        let from = match missing_from {
+            MissingFrom::Add { .. } if new_sender.is_empty() => None,
+            MissingFrom::Add {
+                full_name: Some(name),
+            } => Some(format!("{} <{new_sender}>", headers::phrase(name))),
+            MissingFrom::Add { full_name: None } => Some(new_sender.clone()),
+            MissingFrom::Leave => None,
+        };
         let missing = headers::Missing {
+            from,
             date: Utc::now().to_rfc2822(),
             message_id: self
                 .message_id_domain
@@ -153,7 +177,13 @@ mod tests {
         let message = b"From: root\r\nTo: root, root@localhost\r\nSubject: s\r\n\r\nbody\r\n";
         let recipients = ["root".to_string(), "root@localhost".to_string()];
         let out = r
-            .apply(&id, "root@ip-10-0-0-12.ec2.internal", &recipients, message)
+            .apply(
+                &id,
+                "root@ip-10-0-0-12.ec2.internal",
+                &recipients,
+                message,
+                MissingFrom::Leave,
+            )
             .unwrap();
         assert_eq!(out.sender, "root@example.com");
         assert_eq!(out.recipients.len(), 1, "both aliases reach ops@ once");
@@ -166,12 +196,20 @@ mod tests {
         );
         assert!(text.ends_with("\r\n\r\nbody\r\n"));
         assert_eq!(
-            r.apply(&id, "", &["nobody@web-1".to_string()], message)
-                .unwrap_err(),
+            r.apply(
+                &id,
+                "",
+                &["nobody@web-1".to_string()],
+                message,
+                MissingFrom::Leave
+            )
+            .unwrap_err(),
             "nobody@web-1"
         );
         assert_eq!(
-            r.apply(&id, "", &[], message).unwrap().sender,
+            r.apply(&id, "", &[], message, MissingFrom::Leave)
+                .unwrap()
+                .sender,
             "",
             "the null sender stays null"
         );

@@ -7,46 +7,20 @@ mod batch;
 mod delivery_store;
 mod open;
 mod queries;
-mod queue_id;
 mod steer;
 mod writer;
 
+pub use crate::model::{BodyType, QueueId};
 pub use delivery_store::{
     AttemptRecord, ClaimedMessage, ClaimedRecipient, DeliveryStore, HeldBy, RecipientState,
 };
-pub use open::{OpenMode, open_connection};
+pub use open::{OpenMode, open_connection, writable};
 pub use queries::{
     ALL_STATES, AttemptSummary, Filter, MessageDetails, MessageSummary, PENDING_STATES, QueueStats,
     RecipientSummary, StateCount, details, ids_with_prefix, list, stats,
 };
-pub use queue_id::QueueId;
 pub use steer::{Selection, delete, hold, release, retry};
 pub use writer::{Spool, WriterStats};
-
-/// Declared body type (RFC 6152): how the upstream must be told to expect the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyType {
-    SevenBit,
-    EightBitMime,
-}
-
-impl BodyType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BodyType::SevenBit => "7BIT",
-            BodyType::EightBitMime => "8BITMIME",
-        }
-    }
-
-    /// The stored form back; anything unknown is treated as 7BIT (the schema allows no other).
-    pub fn from_stored(value: &str) -> BodyType {
-        if value == "8BITMIME" {
-            BodyType::EightBitMime
-        } else {
-            BodyType::SevenBit
-        }
-    }
-}
 
 /// A message ready to be committed, with its envelope as it will be sent and as it arrived.
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! Opening the spool: SQLite in WAL mode with `synchronous=FULL` (a commit is on disk before
 //! we answer 250), a busy timeout for concurrent writers, and the schema migrated or checked.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
@@ -40,11 +40,8 @@ pub async fn open_connection(
             "no such file (is the --spool path right?)".into(),
         ));
     }
-    if mode == OpenMode::Write
-        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_error(format!("cannot create directory {}: {e}", dir.display())))?;
+    if mode == OpenMode::Write {
+        create_private(path).map_err(open_error)?;
     }
     let mut conn = connect_options(path, busy_timeout, mode)
         .connect()
@@ -55,6 +52,83 @@ pub async fn open_connection(
         OpenMode::Existing | OpenMode::Read => check_schema(&mut conn, &shown).await?,
     }
     Ok(conn)
+}
+
+/// Creates the spool's directory (mode 0700) and file (mode 0600) when missing, and takes
+/// group and other permissions away from an existing spool file and its WAL files: queued
+/// bodies are cron output and application mail that other local users must not read. SQLite
+/// gives its WAL files the database file's mode.
+fn create_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    // Only a file that does not exist yet is opened here. Closing any descriptor of a file
+    // drops every POSIX lock this process holds on it, SQLite's included (see "How To Corrupt
+    // An SQLite Database File", 2.2.1): opening the spool again while a connection of ours has
+    // it open would let another process checkpoint and remove the WAL under us.
+    if !path.exists() {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {
+                    tracing::warn!(file = %file.display(), "spool file was readable by other users; made it 0600")
+                }
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "spool file is readable by other users; chmod 600 it")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process may write the spool at `path` (creating it when missing), decided
+/// without trying: SQLite opens a file it may not write read-only and fails only at the first
+/// write, and the failure would be logged as a spool error.
+pub fn writable(path: &Path) -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    let may_write = |p: &Path| access(p, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if path.exists() {
+        if access(path, AccessFlags::W_OK).is_err() || !may_write(dir) {
+            return Err(format!("{} is not writable by this user", path.display()));
+        }
+        return Ok(());
+    }
+    // A missing spool is created in its nearest existing ancestor.
+    match dir.ancestors().find(|a| a.exists()) {
+        Some(existing) if existing.is_dir() && may_write(existing) => Ok(()),
+        Some(existing) => Err(format!(
+            "{} cannot be created here ({} is not a writable directory)",
+            path.display(),
+            existing.display()
+        )),
+        None => Err(format!("{} cannot be created", path.display())),
+    }
 }
 
 /// WAL with `synchronous=FULL`: a COMMIT has reached the disk when it returns.

@@ -252,11 +252,7 @@ fn primary_down_secondary_takes_the_message_at_once() {
         ],
         "",
     );
-    std::fs::write(
-        work.config(),
-        format!("hostname = \"relay.test\"\n{config}"),
-    )
-    .unwrap();
+    work.write_config(&format!("hostname = \"relay.test\"\n{config}"));
     let relay = Relay::start(&work);
     let started = Instant::now();
     submit(&relay, &["ops@example.com"], "failover");
@@ -290,11 +286,7 @@ fn unverifiable_certificate_and_wrong_password_hold_until_fixed_and_reloaded() {
             &[upstream_table(upstream.starttls, "starttls", &password, ca)],
             "bounce_address = \"bounces@example.com\"\n",
         );
-        std::fs::write(
-            work.config(),
-            format!("hostname = \"relay.test\"\n{config}"),
-        )
-        .unwrap();
+        work.write_config(&format!("hostname = \"relay.test\"\n{config}"));
     };
     // No CA: the test CA's certificate cannot be verified against the system roots.
     write_config(None);
@@ -387,11 +379,7 @@ fn rate_cap_spaces_messages() {
     let table = upstream_table(upstream.starttls, "starttls", &password, Some(&certs.ca()))
         + "max_messages_per_second = 10\n";
     let config = delivery_config(&[table], "");
-    std::fs::write(
-        work.config(),
-        format!("hostname = \"relay.test\"\n{config}"),
-    )
-    .unwrap();
+    work.write_config(&format!("hostname = \"relay.test\"\n{config}"));
     let relay = Relay::start(&work);
     let total = 30;
     // One client sends all 30 in a fraction of a second; only the cap spreads them out.

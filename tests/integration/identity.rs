@@ -38,7 +38,7 @@ const CRON_FORMS: &[(&str, &str, &str, &str)] = &[
         "systemd-cron",
         "-i -B 8BITMIME root",
         "From: root@ip-10-0-0-12.eu-central-1.compute.internal\nTo: root\nSubject: [ip-10-0-0-12] job backup.service failed\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n",
-        "From: \"root@ip-10-0-0-12.eu-central-1.compute.internal\" <cron+root@example.com>",
+        "From: cron+root@example.com",
     ),
 ];
 
@@ -78,7 +78,7 @@ fn cron_mail_from_an_internal_host_arrives_repaired() {
             "{caller}: {head}"
         );
         assert!(
-            head.contains("\r\nTo: \"root\" <ops@example.com>\r\n"),
+            head.contains("\r\nTo: ops@example.com\r\n"),
             "{caller}: {head}"
         );
         assert!(
@@ -86,11 +86,13 @@ fn cron_mail_from_an_internal_host_arrives_repaired() {
             "{caller}: X-Cron-Env must go"
         );
         assert!(
-            !head.contains(".internal>") && !head.contains("<root>"),
+            !head.contains(".internal>")
+                && !head.contains("<root>")
+                && !head.contains(".internal\" <"),
             "{caller}: {head}"
         );
         assert!(
-            head.contains("\r\nDate: ") && head.contains("@example.com>\r\n"),
+            head.contains("\r\nDate: ") && head.contains("\r\nMessage-ID: <"),
             "{caller}: Date and Message-ID added"
         );
         assert_eq!(
@@ -113,7 +115,7 @@ fn cron_mail_from_an_internal_host_arrives_repaired() {
             "{stored}"
         );
         assert!(
-            stored.contains("header To: root -> \"root\" <ops@example.com>"),
+            stored.contains("header To: root -> ops@example.com"),
             "{stored}"
         );
     }

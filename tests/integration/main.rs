@@ -5,6 +5,7 @@ mod cli;
 mod delivery;
 mod durability;
 mod identity;
+mod intake;
 mod metrics;
 mod preflight;
 mod queue;

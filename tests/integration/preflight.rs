@@ -120,7 +120,7 @@ fn preflight(config: &str, dns_port: u16, args: &[&str]) -> (i32, Value, Duratio
         "{config}\n[dns]\nnameservers = [\"127.0.0.1:{dns_port}\"]\ntimeout = \"500ms\"\n[spool]\npath = \"{}\"\n",
         spool.display()
     );
-    std::fs::write(work.config(), text).unwrap();
+    work.write_config(&text);
     let mut full = vec!["preflight", "--json"];
     full.extend_from_slice(args);
     let started = Instant::now();

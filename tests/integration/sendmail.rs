@@ -218,16 +218,16 @@ fn unwritable_spool(work: &Workdir) -> PathBuf {
     blocker.join("spool.db")
 }
 
-/// A second workdir whose config points `sendmail` at the running daemon.
-fn client_of(relay: &Relay) -> Workdir {
-    Workdir::new(&format!("[smtp]\nlisten = \"{}\"\n", relay.addr))
+/// A second workdir whose config points `sendmail` at the running daemon's hand-off socket.
+fn client_of(daemon: &Workdir) -> Workdir {
+    Workdir::client_of(&daemon.socket(), "")
 }
 
 #[test]
 fn unwritable_spool_hands_over_to_the_daemon_or_exits_75() {
     let daemon = Workdir::new("");
     let relay = Relay::start(&daemon);
-    let client = client_of(&relay);
+    let client = client_of(&daemon);
     let bad_spool = unwritable_spool(&client);
     let bad = bad_spool.to_str().unwrap();
     let output = client.run(
@@ -321,8 +321,8 @@ fn bs_speaks_smtp_on_a_pipe_with_daemon_down_and_up() {
 
     // Daemon up, spool not writable by this caller: the session is relayed to the daemon.
     let daemon = Workdir::new("");
-    let relay = Relay::start(&daemon);
-    let client = client_of(&relay);
+    let _relay = Relay::start(&daemon);
+    let client = client_of(&daemon);
     let bad_spool = unwritable_spool(&client);
     swaks_bs(
         &client,

@@ -25,12 +25,39 @@ pub struct Workdir {
 }
 
 impl Workdir {
-    /// `extra` is appended to a config that names the host `relay.test`.
+    /// `extra` is appended to a config that names the host `relay.test` and puts the local
+    /// hand-off socket in this directory.
     pub fn new(extra: &str) -> Workdir {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = format!("hostname = \"relay.test\"\n{extra}\n");
-        std::fs::write(dir.path().join("smarthost.toml"), config).expect("write config");
-        Workdir { dir }
+        let socket = dir.path().join("sendmail.sock");
+        Workdir::with_socket(dir, &socket, extra)
+    }
+
+    /// A workdir whose `sendmail` hands off to the daemon listening on `socket`.
+    pub fn client_of(socket: &Path, extra: &str) -> Workdir {
+        Workdir::with_socket(tempfile::tempdir().expect("tempdir"), socket, extra)
+    }
+
+    fn with_socket(dir: TempDir, socket: &Path, extra: &str) -> Workdir {
+        let work = Workdir { dir };
+        work.write_config_with_socket(&format!("hostname = \"relay.test\"\n{extra}"), socket);
+        work
+    }
+
+    /// Replaces the config file with `text`, plus this workdir's hand-off socket (so that no
+    /// test's daemon ever binds the system's default socket).
+    pub fn write_config(&self, text: &str) {
+        self.write_config_with_socket(text, &self.socket());
+    }
+
+    fn write_config_with_socket(&self, text: &str, socket: &Path) {
+        let config = format!("{text}\n[sendmail]\nsocket = \"{}\"\n", socket.display());
+        std::fs::write(self.config(), config).expect("write config");
+    }
+
+    /// The local hand-off socket a relay started from this workdir listens on.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("sendmail.sock")
     }
 
     pub fn config(&self) -> PathBuf {
@@ -118,6 +145,11 @@ impl Relay {
 
     /// Starts the relay and waits for its "listening" log line; on failure returns its stderr.
     pub fn try_start(work: &Workdir) -> Result<Relay, String> {
+        Relay::try_start_with(work, &[])
+    }
+
+    /// As `try_start`, with more `serve` arguments.
+    pub fn try_start_with(work: &Workdir, serve_args: &[&str]) -> Result<Relay, String> {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(work.config())
@@ -130,6 +162,7 @@ impl Relay {
                 "--spool",
             ])
             .arg(work.spool())
+            .args(serve_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -195,7 +195,7 @@ pub fn delivering_workdir(
     } else {
         "hostname = \"relay.test\"\n"
     };
-    std::fs::write(work.config(), format!("{hostname}{top}\n{delivery}")).unwrap();
+    work.write_config(&format!("{hostname}{top}\n{delivery}"));
     work
 }
 

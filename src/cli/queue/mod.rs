@@ -14,9 +14,9 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 use sqlx::SqliteConnection;
 
-use super::exit;
 use crate::config::Config;
 use crate::spool::{self, OpenMode, SpoolError};
+use crate::sysexits as exit;
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {

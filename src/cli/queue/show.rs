@@ -5,8 +5,8 @@
 use sqlx::SqliteConnection;
 
 use super::{Failure, age, print_json, resolve, time};
-use crate::cli::exit;
 use crate::spool::{self, MessageDetails, now_ms};
+use crate::sysexits as exit;
 
 pub async fn run(
     conn: &mut SqliteConnection,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::SqliteConnection;
 
 use super::{Failure, StateArg, resolve};
-use crate::cli::exit;
 use crate::spool::{self, Filter, Selection, now_ms};
+use crate::sysexits as exit;
 
 pub async fn retry(
     conn: &mut SqliteConnection,

@@ -15,6 +15,11 @@ pub enum Mode {
     Smtp,
     /// `-bp`: list the queue, as mailq.
     PrintQueue,
+    /// `-bi` (and `newaliases`): rebuild the alias database. Aliases live in the config file
+    /// (`rewrite.aliases`), so there is nothing to rebuild; package scripts call it anyway.
+    InitAliases,
+    /// `--help`.
+    Help,
 }
 
 /// The null sender written on the command line: `-f ''` or `-f '<>'`.
@@ -76,6 +81,10 @@ pub fn parse(args: &[OsString]) -> Result<SendmailArgs, String> {
         index += 1;
         if arg == "--" {
             break;
+        }
+        if arg == "--help" {
+            parsed.mode = Mode::Help;
+            continue;
         }
         if let Some(long) = arg.strip_prefix("--") {
             let (name, value) = match long.split_once('=') {
@@ -145,7 +154,12 @@ fn apply_value(parsed: &mut SendmailArgs, option: char, value: &str) -> Result<(
                 "m" => Mode::Deliver,
                 "s" => Mode::Smtp,
                 "p" => Mode::PrintQueue,
-                other => return Err(format!("-b{other} is not supported (use -bm, -bs or -bp)")),
+                "i" => Mode::InitAliases,
+                other => {
+                    return Err(format!(
+                        "-b{other} is not supported (use -bm, -bs, -bp or -bi)"
+                    ));
+                }
             }
         }
         'f' | 'r' => {

@@ -80,32 +80,6 @@ pub fn extract_recipients(message: &[u8]) -> (Vec<String>, Vec<u8>) {
     (recipients, kept)
 }
 
-/// A message without From gets one naming the envelope sender (and the `-F` full name), as
-/// Postfix's cleanup does; a message that has one is left alone.
-pub fn ensure_from(message: Vec<u8>, sender: &str, full_name: Option<&str>) -> Vec<u8> {
-    let has_from = MessageParser::default()
-        .parse_headers(&message)
-        .is_some_and(|parsed| {
-            parsed
-                .headers()
-                .iter()
-                .any(|h| matches!(h.name, HeaderName::From))
-        });
-    if has_from || sender.is_empty() {
-        return message;
-    }
-    let header = match full_name.filter(|n| !n.trim().is_empty()) {
-        Some(name) => format!(
-            "From: \"{}\" <{sender}>\r\n",
-            name.replace(['"', '\\', '\r', '\n'], "")
-        ),
-        None => format!("From: {sender}\r\n"),
-    };
-    let mut with_from = header.into_bytes();
-    with_from.extend_from_slice(&message);
-    with_from
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,17 +130,5 @@ mod tests {
             String::from_utf8(kept).unwrap(),
             "From: a@b.example\r\nTo: One <one@x.example>, two@x.example\r\nCc: root\r\nSubject: s\r\n\r\nTo: not@header.example\r\n"
         );
-    }
-
-    #[test]
-    fn from_is_added_only_when_missing() {
-        let added = ensure_from(
-            b"Subject: s\r\n\r\nbody\r\n".to_vec(),
-            "root@h.example",
-            Some("CronDaemon"),
-        );
-        assert!(added.starts_with(b"From: \"CronDaemon\" <root@h.example>\r\nSubject: s\r\n"));
-        let kept = ensure_from(b"From: x@y\r\n\r\n".to_vec(), "root@h.example", None);
-        assert_eq!(kept, b"From: x@y\r\n\r\n");
     }
 }

@@ -1,10 +1,12 @@
-//! `sendmail`: the entry point cron, at and mail clients call. It exits 0 only once the message
-//! is durably queued: written straight into the spool when this user may, otherwise handed to
-//! the running daemon over SMTP; when neither works it exits EX_TEMPFAIL (75) and says why.
-//! Never a silent 0.
+//! `sendmail`: the entry point cron, at and mail clients call. It builds a raw submission and
+//! gives it to the intake — which commits it to the spool when this user may write it, and
+//! otherwise hands the raw submission to the running daemon over its local socket. It exits 0
+//! only once the message is durably queued, prints nothing when all went well, and exits
+//! EX_TEMPFAIL (75) with the reason when neither way works. Never a silent 0.
+//!
+//! Nothing here needs the upstream credentials: only the process that delivers reads them.
 
 mod args;
-mod handoff;
 mod message;
 
 use std::ffi::OsString;
@@ -14,19 +16,25 @@ use std::sync::Arc;
 
 use args::{Mode, SenderArg, SendmailArgs};
 
-use super::exit;
 use crate::config::Config;
-use crate::envelope::Address;
-use crate::intake::{self, Submission};
-use crate::listener::{self, Intake, Peer, SessionPolicy};
-use crate::policy::routing_trick;
-use crate::received;
-use crate::rewrite::Rewriter;
-use crate::spool::{BodyType, NewMessage, Origin, QueueId, Spool, SpoolError};
+use crate::intake::{Client, Intake, LocalUser, Queue, Refusal, Role, Submission};
+use crate::listener::{self, Peer, SessionContext, SessionPolicy};
+use crate::model::{self, Address, BodyType, ReversePath};
+use crate::spool::{self, Spool};
+use crate::sysexits as exit;
 use crate::telemetry::Metrics;
 
 const USAGE: &str =
-    "usage: sendmail [-t] [-i] [-f sender] [-F fullname] [-bm|-bs|-bp] [recipient ...]";
+    "usage: sendmail [-t] [-i] [-f sender] [-F fullname] [-bm|-bs|-bp|-bi] [recipient ...]
+  -t          recipients also from To, Cc and Bcc (Bcc is removed)
+  -i, -oi     a line with a single dot does not end the message
+  -f ADDR     envelope sender ('' or '<>' for the null sender)
+  -F NAME     full name for the From header added when the message has none
+  -bs         speak SMTP on standard input and output
+  -bp         list the queue (mailq)
+  -bi         rebuild aliases: nothing to do, aliases are rewrite.aliases in the config
+  -v          say what happened
+  --config PATH, --spool PATH   smarthost's configuration and spool";
 
 pub fn main(raw_args: Vec<OsString>, config_path: Option<PathBuf>) -> ExitCode {
     let args = match args::parse(&raw_args) {
@@ -36,6 +44,14 @@ pub fn main(raw_args: Vec<OsString>, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    match args.mode {
+        Mode::Help => {
+            println!("{USAGE}");
+            return ExitCode::from(exit::OK);
+        }
+        Mode::InitAliases => return ExitCode::from(exit::OK),
+        _ => {}
+    }
     let spool = args
         .spool
         .clone()
@@ -50,7 +66,7 @@ pub fn main(raw_args: Vec<OsString>, config_path: Option<PathBuf>) -> ExitCode {
     match args.mode {
         Mode::PrintQueue => super::mailq::run(&config),
         Mode::Smtp => block_on(smtp_on_stdio(config)),
-        Mode::Deliver => block_on(deliver(config, args)),
+        Mode::Deliver | Mode::Help | Mode::InitAliases => block_on(deliver(config, args)),
     }
 }
 
@@ -67,27 +83,31 @@ fn block_on(work: impl Future<Output = u8>) -> ExitCode {
     }
 }
 
-/// The user running the command: recorded as the submitter and the default sender's local part.
-struct LocalUser {
-    name: String,
-    uid: u32,
-}
-
-fn local_user() -> LocalUser {
-    let uid = nix::unistd::getuid();
-    let name = nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|user| user.name)
-        .unwrap_or_else(|| uid.to_string());
-    LocalUser {
-        name,
-        uid: uid.as_raw(),
+/// Where this caller's mail goes: the spool when this user may write it, else the daemon.
+/// The writer task, when there is one, must be awaited after the last message.
+async fn queue_for(
+    config: &Config,
+) -> (Queue, Option<tokio::task::JoinHandle<spool::WriterStats>>) {
+    let daemon = Queue::Daemon {
+        socket: config.sendmail.socket.clone(),
+    };
+    if spool::writable(&config.spool.path).is_err() {
+        return (daemon, None);
+    }
+    match Spool::start(&config.spool).await {
+        Ok((spool, writer)) => (Queue::Spool(spool), Some(writer)),
+        Err(error) => {
+            tracing::debug!(%error, "spool not usable; handing off to the daemon");
+            (daemon, None)
+        }
     }
 }
 
 async fn deliver(config: Config, args: SendmailArgs) -> u8 {
-    let user = local_user();
+    let mut user = LocalUser::current();
+    if let Some(name) = args.full_name.as_deref().filter(|n| !n.trim().is_empty()) {
+        user.full_name = Some(name.to_string());
+    }
     let body = match message::read(
         std::io::stdin().lock(),
         args.ignore_dots,
@@ -95,17 +115,14 @@ async fn deliver(config: Config, args: SendmailArgs) -> u8 {
     ) {
         Ok(body) => body,
         Err(message::InputError::TooBig(limit)) => {
-            eprintln!(
-                "sendmail: message is larger than {limit} bytes (smtp.max_message_size); not queued"
-            );
-            return exit::DATAERR;
+            return refused(&Refusal::TooBig { limit });
         }
         Err(error) => {
             eprintln!("sendmail: {error}; message not queued");
             return exit::TEMPFAIL;
         }
     };
-    let (mut recipient_texts, body) = (args.recipients.clone(), body);
+    let mut recipient_texts = args.recipients.clone();
     let body = if args.extract_recipients {
         let (from_headers, without_bcc) = message::extract_recipients(&body);
         recipient_texts.extend(from_headers);
@@ -119,173 +136,129 @@ async fn deliver(config: Config, args: SendmailArgs) -> u8 {
         );
         return exit::USAGE;
     }
-    let recipients = match parse_addresses(&recipient_texts) {
-        Ok(recipients) => recipients,
-        Err(error) => {
-            eprintln!("sendmail: {error}; message not queued");
-            return exit::DATAERR;
-        }
-    };
-    let sender = match &args.sender {
-        None => format!("{}@{}", user.name, config.hostname),
-        Some(SenderArg::Null) => String::new(),
-        Some(SenderArg::Address(text)) => match parse_addresses(std::slice::from_ref(text)) {
-            Ok(_) => text.clone(),
-            Err(error) => {
-                eprintln!("sendmail: sender {error}; message not queued");
-                return exit::DATAERR;
-            }
+    let submission = match envelope(&config, &user, &args, &recipient_texts) {
+        Ok((sender, recipients)) => Submission {
+            sender,
+            recipients,
+            body_type: if body.is_ascii() {
+                BodyType::SevenBit
+            } else {
+                BodyType::EightBitMime
+            },
+            message: body,
+            client: Client::Local(user),
+            smtputf8: false,
         },
+        Err(refusal) => return refused(&refusal),
     };
-    let rewriter = Rewriter::from_config(&config);
-    if let Some(unroutable) = recipients.iter().find(|r| rewriter.route(r).is_err()) {
-        eprintln!(
-            "sendmail: {unroutable}: local recipient with no alias; set rewrite.aliases or rewrite.admin_address. Message not queued"
-        );
-        return exit::NOUSER;
+    let (queue, writer) = queue_for(&config).await;
+    let direct = matches!(queue, Queue::Spool(_));
+    let intake = Intake::new(&config, queue);
+    let mut outcome = intake.accept(submission.clone()).await;
+    drop(intake);
+    if let Some(writer) = writer {
+        let _ = writer.await;
     }
-    let body = message::ensure_from(body, &sender, args.full_name.as_deref());
-    let id = QueueId::generate();
-    let submission = Submission {
-        id: id.clone(),
-        sender,
-        recipients,
-        message: &body,
-        received: received::local_header(&config.hostname, user.uid, &id),
-        origin: Origin {
-            helo: None,
-            client_addr: None,
-            submitter: Some(user.name),
-            protocol: "LOCAL",
-        },
-        body_type: if body.is_ascii() {
-            BodyType::SevenBit
-        } else {
-            BodyType::EightBitMime
-        },
-        smtputf8: false,
-    };
-    let message = match intake::prepare(&rewriter, submission) {
-        Ok(message) => message,
-        Err(recipient) => {
-            eprintln!("sendmail: {recipient}: no route; message not queued");
-            return exit::NOUSER;
-        }
-    };
-    let direct_error = match enqueue_directly(&config, message.clone()).await {
-        Ok(()) => {
+    // A spool that could be opened but not written (locked, full): the daemon may still
+    // take it.
+    if direct && matches!(outcome, Err(Refusal::Storage(_))) {
+        let daemon = Intake::new(
+            &config,
+            Queue::Daemon {
+                socket: config.sendmail.socket.clone(),
+            },
+        );
+        outcome = daemon.accept(submission).await;
+    }
+    match outcome {
+        Ok(id) => {
             if args.verbose {
                 eprintln!("sendmail: queued as {id}");
             }
-            return exit::OK;
-        }
-        Err(error) => error,
-    };
-    match handoff::handoff(config.smtp.listen, &message).await {
-        Ok(daemon_id) => {
-            if args.verbose {
-                eprintln!(
-                    "sendmail: spool not writable ({direct_error}); handed to the daemon, queued as {daemon_id}"
-                );
-            }
             exit::OK
         }
-        Err(handoff_error) => {
+        Err(Refusal::DaemonUnavailable(why)) => {
+            let spool_why = spool::writable(&config.spool.path)
+                .err()
+                .unwrap_or_else(|| "not writable".into());
             eprintln!(
-                "sendmail: message not queued: spool {}: {direct_error}; daemon at {}: {handoff_error}. Try again later.",
-                config.spool.path.display(),
-                config.smtp.listen
+                "sendmail: message not queued: spool {}: {spool_why}; {why}. Try again later.",
+                config.spool.path.display()
             );
             exit::TEMPFAIL
         }
+        Err(refusal) => refused(&refusal),
     }
 }
 
-/// Recipient (or sender) addresses as typed: unqualified names like `root` are allowed (the
-/// rewrite stage qualifies them); routing tricks and malformed addresses are not.
-fn parse_addresses(texts: &[String]) -> Result<Vec<String>, String> {
-    texts
+/// Tells the caller why, and returns the exit status for it.
+fn refused(refusal: &Refusal) -> u8 {
+    eprintln!("sendmail: {refusal}; message not queued");
+    refusal.exit_code()
+}
+
+/// The envelope as typed: the sender from `-f` or the calling user at our host name, and the
+/// recipients. Unqualified names like `root` are allowed (identity repair routes them);
+/// malformed addresses are not.
+fn envelope(
+    config: &Config,
+    user: &LocalUser,
+    args: &SendmailArgs,
+    recipients: &[String],
+) -> Result<(ReversePath, Vec<Address>), Refusal> {
+    let sender = match &args.sender {
+        None => ReversePath::Mailbox(parse(
+            &format!("{}@{}", user.name, config.hostname),
+            Role::Sender,
+        )?),
+        Some(SenderArg::Null) => ReversePath::Null,
+        Some(SenderArg::Address(text)) => ReversePath::Mailbox(parse(text, Role::Sender)?),
+    };
+    let recipients = recipients
         .iter()
-        .map(|text| {
-            let inner = text
-                .trim()
-                .strip_prefix('<')
-                .and_then(|t| t.strip_suffix('>'))
-                .unwrap_or(text.trim());
-            let address =
-                Address::parse(inner, true).map_err(|e| format!("address '{text}': {e}"))?;
-            if let Some(trick) = routing_trick(&address) {
-                return Err(format!("address '{text}': {}", trick.describe()));
-            }
-            Ok(address.to_string())
-        })
-        .collect()
+        .map(|text| parse(text, Role::Recipient))
+        .collect::<Result<_, _>>()?;
+    Ok((sender, recipients))
 }
 
-async fn enqueue_directly(config: &Config, message: NewMessage) -> Result<(), SpoolError> {
-    let (spool, writer) = Spool::start(&config.spool).await?;
-    let result = spool.enqueue(message).await;
-    drop(spool);
-    let _ = writer.await;
-    result
+fn parse(text: &str, role: Role) -> Result<Address, Refusal> {
+    let trimmed = text.trim();
+    let inner = trimmed
+        .strip_prefix('<')
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap_or(trimmed);
+    model::parse_forward_path(inner, true).map_err(|error| Refusal::BadAddress {
+        role,
+        address: text.to_string(),
+        error,
+    })
 }
 
-/// `-bs`: an SMTP session on standard input and output, through the same state machine as the
-/// listener. If this user cannot write the spool, the session is relayed to the daemon.
+/// `-bs`: an SMTP session on standard input and output, through the same state machine and
+/// intake as the listener; the intake hands each message to the daemon when this user may not
+/// write the spool. Exits non-zero when the input ends inside a transaction, or without QUIT
+/// and without any message queued (the caller's message is then not queued).
 async fn smtp_on_stdio(config: Config) -> u8 {
     let stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    match Spool::start(&config.spool).await {
-        Ok((spool, writer)) => {
-            let user = local_user();
-            let intake = Intake {
-                policy: Arc::new(SessionPolicy::from_config(&config)),
-                spool,
-                // A one-session process has nobody to report to; the counts are dropped.
-                metrics: Arc::new(Metrics::new()),
-            };
-            // Nothing asks a -bs session to stop early; the sender is kept alive till the end.
-            let (_keep, shutdown) = tokio::sync::watch::channel(false);
-            listener::run_connection(
-                stdio,
-                Peer::Local {
-                    user: user.name,
-                    uid: user.uid,
-                },
-                intake,
-                shutdown,
-            )
-            .await;
-            let _ = writer.await;
-            exit::OK
-        }
-        Err(spool_error) => relay_to_daemon(&config, stdio, spool_error).await,
+    let (queue, writer) = queue_for(&config).await;
+    let context = SessionContext {
+        policy: Arc::new(SessionPolicy {
+            limits: config.smtp.limits.clone(),
+            intake: Arc::new(Intake::new(&config, queue)),
+        }),
+        // A one-session process has nobody to report to; the counts are dropped.
+        metrics: Arc::new(Metrics::new()),
+    };
+    // Nothing asks a -bs session to stop early; the sender is kept alive till the end.
+    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let end =
+        listener::run_connection(stdio, Peer::Local(LocalUser::current()), context, shutdown).await;
+    if let Some(writer) = writer {
+        let _ = writer.await;
     }
-}
-
-async fn relay_to_daemon(
-    config: &Config,
-    mut stdio: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    spool_error: SpoolError,
-) -> u8 {
-    match tokio::net::TcpStream::connect(config.smtp.listen).await {
-        Ok(mut daemon) => {
-            let _ = tokio::io::copy_bidirectional(&mut stdio, &mut daemon).await;
-            exit::OK
-        }
-        Err(error) => {
-            let reason = format!(
-                "spool {}: {spool_error}; daemon at {}: {error}",
-                config.spool.path.display(),
-                config.smtp.listen
-            );
-            eprintln!("sendmail: cannot take mail: {reason}");
-            // The SMTP client on the other end hears it too, in its own protocol.
-            let reply = format!(
-                "421 4.3.0 {} cannot take mail now, try again later\r\n",
-                config.hostname
-            );
-            let _ = tokio::io::AsyncWriteExt::write_all(&mut stdio, reply.as_bytes()).await;
-            exit::TEMPFAIL
-        }
+    if end.open_transaction || (!end.quit && end.queued == 0) {
+        exit::TEMPFAIL
+    } else {
+        exit::OK
     }
 }

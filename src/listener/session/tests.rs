@@ -2,39 +2,53 @@
 
 use super::*;
 use crate::config::Config;
+use crate::intake::Queue;
 
 fn policy(trusted: &[&str], senders: &[&str]) -> Arc<SessionPolicy> {
     policy_with_errors(trusted, senders, 50)
 }
 
 fn policy_with_errors(trusted: &[&str], senders: &[&str], max_errors: u32) -> Arc<SessionPolicy> {
-    let config = Config::from_toml(
-        "hostname = \"relay.test\"\n[rewrite.aliases]\nroot = \"ops@example.com\"\n",
-    )
+    let list = |items: &[&str]| {
+        items
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let config = Config::from_toml(&format!(
+        "hostname = \"relay.test\"\n[smtp]\ntrusted_networks = [{}]\nallowed_sender_domains = [{}]\n[rewrite.aliases]\nroot = \"ops@example.com\"\n",
+        list(trusted),
+        list(senders)
+    ))
     .unwrap();
-    let mut policy = SessionPolicy::from_config(&config);
-    policy.limits.max_recipients = 3;
-    policy.limits.max_message_size = 100;
-    policy.limits.max_errors = max_errors;
-    policy.trusted_networks =
-        TrustedNetworks::new(trusted.iter().map(|n| n.parse().unwrap()).collect());
-    policy.sender_domains = SenderDomains::new(senders.iter().map(|s| s.to_string()).collect());
-    Arc::new(policy)
+    let mut limits = config.smtp.limits.clone();
+    limits.max_recipients = 3;
+    limits.max_message_size = 100;
+    limits.max_errors = max_errors;
+    // These transcripts never hand a message on, so the queue is never reached.
+    let queue = Queue::Daemon {
+        socket: "/nonexistent/sendmail.sock".into(),
+    };
+    Arc::new(SessionPolicy {
+        limits,
+        intake: Arc::new(Intake::new(&config, queue)),
+    })
 }
 
-struct Client {
+struct Transcript {
     session: Session,
-    messages: Vec<AcceptedMessage>,
+    messages: Vec<Submission>,
     closed: bool,
 }
 
-impl Client {
-    fn new(ip: &str) -> Client {
-        Client::with(policy(&["127.0.0.0/8"], &[]), ip)
+impl Transcript {
+    fn new(ip: &str) -> Transcript {
+        Transcript::with(policy(&["127.0.0.0/8"], &[]), ip)
     }
 
-    fn with(policy: Arc<SessionPolicy>, ip: &str) -> Client {
-        Client {
+    fn with(policy: Arc<SessionPolicy>, ip: &str) -> Transcript {
+        Transcript {
             session: Session::new(policy, Peer::Tcp(ip.parse().unwrap())),
             messages: Vec::new(),
             closed: false,
@@ -79,7 +93,7 @@ impl Client {
 
 #[test]
 fn a_whole_transaction() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     let ehlo = c.send("EHLO client.test\r\n");
     for capability in [
         "PIPELINING",
@@ -99,16 +113,20 @@ fn a_whole_transaction() {
     assert_eq!(message.sender.as_spooled(), "app@example.com");
     let recipients: Vec<String> = message.recipients.iter().map(|r| r.to_string()).collect();
     assert_eq!(recipients, ["ops@example.com", "root"]);
-    assert_eq!(message.body, b"Subject: hi\r\n\r\n.dot\r\n");
+    assert_eq!(message.message, b"Subject: hi\r\n\r\n.dot\r\n");
     assert_eq!(message.body_type, BodyType::EightBitMime);
-    assert_eq!(message.helo.as_deref(), Some("client.test"));
+    assert!(
+        matches!(&message.client, Client::Smtp { helo: Some(h), esmtp: true, .. } if h == "client.test"),
+        "{:?}",
+        message.client
+    );
     c.expect("QUIT", "221 2.0.0");
     assert!(c.closed);
 }
 
 #[test]
 fn order_of_commands_is_enforced() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     c.expect("MAIL FROM:<a@b.example>", "503 5.5.1");
     c.expect("HELO x", "250 relay.test");
     c.expect("RCPT TO:<a@b.example>", "503 5.5.1");
@@ -127,7 +145,7 @@ fn order_of_commands_is_enforced() {
 
 #[test]
 fn untrusted_client_is_refused_at_rcpt() {
-    let mut c = Client::with(policy(&["127.0.0.1/32"], &[]), "127.0.0.2");
+    let mut c = Transcript::with(policy(&["127.0.0.1/32"], &[]), "127.0.0.2");
     c.expect("EHLO spammer", "250-relay.test");
     c.expect("MAIL FROM:<a@b.example>", "250 2.1.0");
     c.expect(
@@ -140,7 +158,7 @@ fn untrusted_client_is_refused_at_rcpt() {
 
 #[test]
 fn address_tricks_are_refused() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     c.expect("EHLO x", "250-");
     c.expect("MAIL FROM:<@evil.example:a@b.example>", "553 5.1.7");
     c.expect("MAIL FROM:<a%evil@b.example>", "553 5.1.7");
@@ -160,7 +178,7 @@ fn address_tricks_are_refused() {
 
 #[test]
 fn smtputf8_allows_utf8_addresses() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     c.expect("EHLO x", "250-");
     c.expect("MAIL FROM:<jörg@bücher.example> SMTPUTF8", "250 2.1.0");
     c.expect("RCPT TO:<ops@bücher.example>", "250 2.1.5");
@@ -168,7 +186,7 @@ fn smtputf8_allows_utf8_addresses() {
 
 #[test]
 fn local_recipient_without_alias_is_refused_at_rcpt() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     c.expect("EHLO x", "250-");
     c.expect("MAIL FROM:<a@b.example>", "250");
     c.expect("RCPT TO:<root@localhost>", "250 2.1.5");
@@ -181,7 +199,7 @@ fn local_recipient_without_alias_is_refused_at_rcpt() {
 
 #[test]
 fn sender_domains_are_checked_at_mail_from() {
-    let mut c = Client::with(policy(&["127.0.0.0/8"], &["example.com"]), "127.0.0.1");
+    let mut c = Transcript::with(policy(&["127.0.0.0/8"], &["example.com"]), "127.0.0.1");
     c.expect("EHLO x", "250-");
     c.expect("MAIL FROM:<root@ip-10-0-0-1.ec2.internal>", "553 5.7.1");
     c.expect("MAIL FROM:<cron@example.com>", "250 2.1.0");
@@ -189,7 +207,7 @@ fn sender_domains_are_checked_at_mail_from() {
 
 #[test]
 fn size_limits() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     c.expect("EHLO x", "250-");
     c.expect("MAIL FROM:<a@b.example> SIZE=101", "552 5.3.4");
     c.expect("MAIL FROM:<a@b.example> SIZE=50", "250 2.1.0");
@@ -204,7 +222,7 @@ fn size_limits() {
 
 #[test]
 fn too_many_recipients_get_452() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     c.expect("EHLO x", "250-");
     c.expect("MAIL FROM:<a@b.example>", "250");
     for n in 0..3 {
@@ -215,7 +233,7 @@ fn too_many_recipients_get_452() {
 
 #[test]
 fn over_long_line_is_refused_and_discarded() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     c.expect("EHLO x", "250-");
     // Arrives in pieces: the refusal comes once the limit is passed, the rest is skipped.
     let answer = c.send(&format!("NOOP {}", "a".repeat(1500)));
@@ -226,7 +244,7 @@ fn over_long_line_is_refused_and_discarded() {
 
 #[test]
 fn pipelined_commands_get_replies_in_order() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     let answer = c.send(
         "EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e%g@f.example>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
     );
@@ -244,7 +262,7 @@ fn pipelined_commands_get_replies_in_order() {
 
 #[test]
 fn nul_is_refused_in_commands_and_messages() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     c.expect("EHLO x", "250-");
     c.expect("NOOP \0", "500 5.5.2");
     c.expect("MAIL FROM:<a@b.example>", "250");
@@ -256,7 +274,7 @@ fn nul_is_refused_in_commands_and_messages() {
 
 #[test]
 fn too_many_errors_close_the_session() {
-    let mut c = Client::with(policy_with_errors(&["127.0.0.0/8"], &[], 5), "127.0.0.1");
+    let mut c = Transcript::with(policy_with_errors(&["127.0.0.0/8"], &[], 5), "127.0.0.1");
     for _ in 0..5 {
         c.expect("BOGUS", "500");
     }
@@ -266,7 +284,7 @@ fn too_many_errors_close_the_session() {
 
 #[test]
 fn timeouts_follow_the_mode() {
-    let mut c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     let limits = c.session.policy.limits.clone();
     assert_eq!(c.session.timeout(), limits.idle_timeout);
     c.expect("EHLO x", "250-");
@@ -280,10 +298,25 @@ fn timeouts_follow_the_mode() {
 
 #[test]
 fn storage_failure_is_a_temporary_error() {
-    let c = Client::new("127.0.0.1");
+    let mut c = Transcript::new("127.0.0.1");
     let reply = c
         .session
-        .queued(&Err(SpoolError::Write("disk full".into())));
+        .queued(&Err(Refusal::Storage(crate::spool::SpoolError::Write(
+            "disk full".into(),
+        ))));
     assert_eq!(reply, reply::STORAGE_FAILURE);
     assert!(reply.text.starts_with("4.3.1"));
+}
+
+/// A recipient without a route is the client's problem (550 5.1.1), never "insufficient
+/// storage": the cause decides the reply.
+#[test]
+fn unroutable_recipient_is_refused_as_such_at_rcpt() {
+    let mut c = Transcript::new("127.0.0.1");
+    c.expect("EHLO client.test", "250");
+    c.expect("MAIL FROM:<app@example.com>", "250 2.1.0");
+    c.expect(
+        "RCPT TO:<nobody@localhost>",
+        "550 5.1.1 <nobody@localhost>: local recipient with no alias",
+    );
 }

@@ -16,6 +16,7 @@ fn rules() -> AddressRules {
 
 fn missing() -> Missing {
     Missing {
+        from: None,
         date: "Sun, 22 Nov 2026 22:00:00 +0000".into(),
         message_id: Some("<ID@example.com>".into()),
     }
@@ -47,7 +48,7 @@ fn header_forms() {
             "From: root (Cron Daemon)\r\n",
             "From: \"Cron Daemon\" <cron+root@example.com>\r\n",
         ),
-        ("To: root\r\n", "To: \"root\" <ops@example.com>\r\n"),
+        ("To: root\r\n", "To: ops@example.com\r\n"),
         // Debian cron
         (
             "From: \"(Cron Daemon)\" <root>\r\n",
@@ -56,7 +57,7 @@ fn header_forms() {
         // systemd-cron
         (
             "From: root@ip-10-0-0-12.eu-central-1.compute.internal\r\n",
-            "From: \"root@ip-10-0-0-12.eu-central-1.compute.internal\" <cron+root@example.com>\r\n",
+            "From: cron+root@example.com\r\n",
         ),
         // encoded-word display name survives (decoded and encoded again)
         (
@@ -66,12 +67,12 @@ fn header_forms() {
         // several From addresses: only the internal one changes
         (
             "From: alice@example.org, root@localhost\r\n",
-            "From: alice@example.org, \"root@localhost\" <cron+root@example.com>\r\n",
+            "From: alice@example.org, cron+root@example.com\r\n",
         ),
         // group syntax
         (
             "To: Team: a@example.org, root;, b@example.net\r\n",
-            "To: \"Team\": a@example.org, \"root\" <ops@example.com>;, b@example.net\r\n",
+            "To: \"Team\": a@example.org, ops@example.com;, b@example.net\r\n",
         ),
         // folded header
         (
@@ -81,7 +82,7 @@ fn header_forms() {
         // IDN / SMTPUTF8 address
         (
             "Reply-To: jörg@bücher.local\r\n",
-            "Reply-To: =?utf-8?b?asO2cmdAYsO8Y2hlci5sb2NhbA==?= <cron+jörg@example.com>\r\n",
+            "Reply-To: cron+jörg@example.com\r\n",
         ),
         // display name with quotes and a comma
         (
@@ -121,7 +122,10 @@ fn long_recipient_lists_are_folded() {
     let out = rewritten(&header);
     assert!(out.contains(",\r\n "), "{out}");
     assert!(out.lines().all(|l| l.trim_end().len() <= 78), "{out}");
-    assert!(out.contains("\"root\" <ops@example.com>"));
+    assert!(
+        out.contains(", ops@example.com") || out.contains(" ops@example.com\r\n"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -36,6 +36,14 @@ impl QueueId {
         QueueId(text)
     }
 
+    /// A queue ID read back from elsewhere (the daemon's hand-off answer, the spool): 15
+    /// characters of the alphabet, or None.
+    pub fn parse(text: &str) -> Option<QueueId> {
+        let valid =
+            text.len() == TIME_CHARS + RANDOM_CHARS && text.bytes().all(|b| ALPHABET.contains(&b));
+        valid.then(|| QueueId(text.to_string()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -66,5 +74,15 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted, ids);
         assert!(ids.iter().all(|id| id.as_str().len() == 15));
+        assert!(
+            ids.iter()
+                .all(|id| QueueId::parse(id.as_str()).as_ref() == Some(id))
+        );
+        assert_eq!(QueueId::parse("not-an-id"), None);
+        assert_eq!(
+            QueueId::parse("0123456789ABCDI"),
+            None,
+            "I is not in the alphabet"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use crate::spool::QueueId;
+use crate::model::QueueId;
 
 /// For mail that arrived over SMTP: `from HELO ([IP])` (left out when the client's address is
 /// private and hidden), our name, protocol and queue ID, and the recipient when there is only

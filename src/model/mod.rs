@@ -1,0 +1,15 @@
+//! The message model every stage shares: envelope addresses, queue IDs, body types, replies,
+//! and what counts as an internal name. It depends on nothing else in the crate, so every
+//! stage may use it without an arrow running back up the pipeline.
+
+mod address;
+mod body_type;
+mod internal_names;
+mod queue_id;
+mod reply;
+
+pub use address::{Address, AddressError, ReversePath, parse_forward_path, parse_reverse_path};
+pub use body_type::BodyType;
+pub use internal_names::{DEFAULT_INTERNAL_SUFFIXES, InternalNames, is_private};
+pub use queue_id::QueueId;
+pub use reply::Reply;
