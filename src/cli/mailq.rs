@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::spool::{self, Filter, MessageSummary, OpenMode, PENDING_STATES};
+use crate::spool::{Filter, MessageSummary, OpenMode, PENDING_STATES, QueueAdmin, SqliteQueue};
 use crate::sysexits as exit;
 
 pub fn run(config: &Config) -> ExitCode {
@@ -22,17 +22,12 @@ pub fn run(config: &Config) -> ExitCode {
         }
     };
     let entries = runtime.block_on(async {
-        let mut conn = spool::open_connection(
-            &config.spool.path,
-            config.spool.busy_timeout,
-            OpenMode::Read,
-        )
-        .await?;
+        let queue = SqliteQueue::open(&config.spool, OpenMode::Read).await?;
         let pending = Filter {
             states: PENDING_STATES.iter().map(|s| s.to_string()).collect(),
             ..Filter::default()
         };
-        spool::list(&mut conn, &pending).await
+        queue.list(&pending).await
     });
     match entries {
         Ok(entries) => {

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::delivery::{self, Shared};
 use crate::intake::{Intake, Queue};
 use crate::listener::{self, ConnectionLimits, SessionContext, SessionPolicy};
-use crate::spool::{DeliveryStore, Spool};
+use crate::spool::{DeliveryStore, OpenMode, SpoolWriter, SqliteQueue};
 use crate::sysexits as exit;
 use crate::telemetry::{self, Metrics};
 
@@ -46,7 +46,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let (spool, writer) = Spool::start(&config.spool).await?;
+    let (spool, writer) = SpoolWriter::start(&config.spool).await?;
     let store = DeliveryStore::open(&config.spool, spool.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -67,10 +67,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             .with_context(|| format!("cannot listen on {metrics_address} (metrics.listen)"))?;
         let bound = metrics_listener.local_addr()?;
         tracing::info!(address = %bound, "metrics listening on /metrics and /healthz");
+        // Its own read connection: WAL readers never wait for the writer or for delivery.
+        let queue = SqliteQueue::open(&config.spool, OpenMode::Read).await?;
         tokio::spawn(telemetry::serve_metrics(
             metrics_listener,
             metrics.clone(),
-            store.clone(),
+            Arc::new(queue),
             stop_rx.clone(),
         ));
     }
@@ -133,7 +135,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             abort.abort();
         }
     }
-    // Every Spool handle is gone with the sessions, delivery and this last store: the writer
+    // Every SpoolWriter handle is gone with the sessions, delivery and this last store: the writer
     // commits what it holds and ends. Bounded, so that a forgotten handle cannot keep the
     // process alive.
     drop(store);

@@ -30,13 +30,13 @@ use crate::config::Config;
 use crate::model::{Address, BodyType, QueueId, ReversePath};
 use crate::policy::{RelayDecision, SenderDomains, TrustedNetworks, routing_trick};
 use crate::rewrite::{MissingFrom, Rewriter};
-use crate::spool::{NewMessage, Origin, Spool, now_ms};
+use crate::spool::{NewMessage, Origin, SpoolWriter, now_ms};
 
 /// Where accepted mail goes.
 pub enum Queue {
     /// This process commits to the spool itself (the daemon; a `sendmail` caller who may
     /// write the spool).
-    Spool(Spool),
+    Spool(SpoolWriter),
     /// The raw submission goes to the running daemon over its local socket.
     Daemon { socket: PathBuf },
 }

@@ -1,104 +1,67 @@
-//! The spool: the SQLite database that holds every accepted message until it is delivered or
-//! bounced. Writes go through one writer task that commits many sessions' messages in one
-//! transaction (group commit), so "250 means durable" costs one fsync per batch, not per
-//! message.
+//! The spool: the durable queue that holds every accepted message until it is delivered or
+//! bounced. This module is the seam: what the queue *does*, in types and the `QueueAdmin`
+//! interface, with no SQL. The SQLite store (`sqlite/`) is its first implementation; nothing
+//! outside a store knows its SQL or its driver.
+//!
+//! - Submissions: `SpoolWriter::enqueue` returns once the message is committed; many sessions
+//!   share one commit (group commit), so "250 means durable" costs one fsync per batch.
+//! - Delivery: `DeliveryStore` claims due recipients under a lease (an expired lease is due
+//!   again, so another round reclaims it while running) and records typed outcomes.
+//! - Operators and metrics: `QueueAdmin` lists, shows, counts and steers.
 
-mod batch;
-mod delivery_store;
-mod open;
-mod queries;
-mod steer;
-mod writer;
+mod delivery;
+mod error;
+mod message;
+mod report;
+mod sqlite;
+
+use std::future::Future;
 
 pub use crate::model::{BodyType, QueueId};
-pub use delivery_store::{
-    AttemptRecord, ClaimedMessage, ClaimedRecipient, DeliveryStore, HeldBy, RecipientState,
-};
-pub use open::{OpenMode, open_connection, writable};
-pub use queries::{
+pub use delivery::{AttemptRecord, ClaimedMessage, ClaimedRecipient, HeldBy, RecipientState};
+pub use error::SpoolError;
+pub use message::{NewMessage, NewRecipient, Origin};
+pub use report::{
     ALL_STATES, AttemptSummary, Filter, MessageDetails, MessageSummary, PENDING_STATES, QueueStats,
-    RecipientSummary, StateCount, details, ids_with_prefix, list, stats,
+    RecipientSummary, Selection, StateCount,
 };
-pub use steer::{Selection, delete, hold, release, retry};
-pub use writer::{Spool, WriterStats};
+pub use sqlite::{DeliveryStore, OpenMode, SpoolWriter, SqliteQueue, WriterStats, writable};
 
-/// A message ready to be committed, with its envelope as it will be sent and as it arrived.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    pub id: QueueId,
-    pub received_at_ms: i64,
-    /// '' is the null sender.
-    pub sender: String,
-    pub original_sender: String,
-    pub recipients: Vec<NewRecipient>,
-    pub origin: Origin,
-    pub body_type: BodyType,
-    pub smtputf8: bool,
-    /// The whole message as it will be sent: our Received header, then the client's bytes.
-    pub body: Vec<u8>,
-    /// What the rewrite stage changed, for the operator.
-    pub rewrites: Vec<String>,
-}
-
-/// Where a message came from, recorded with it.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    /// What the SMTP client called itself.
-    pub helo: Option<String>,
-    /// The SMTP client's address; None for local submission.
-    pub client_addr: Option<String>,
-    /// The local user who ran sendmail; None over TCP.
-    pub submitter: Option<String>,
-    /// SMTP, ESMTP or LOCAL.
-    pub protocol: &'static str,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewRecipient {
-    pub address: String,
-    pub original_address: String,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SpoolError {
-    #[error("cannot open spool {path}: {reason}")]
-    Open { path: String, reason: String },
-    #[error("cannot migrate spool {path}: {reason}")]
-    Migrate { path: String, reason: String },
-    #[error(
-        "spool {path} has schema version {found}, newer than this smarthost knows ({known}); use a newer smarthost"
-    )]
-    NewerSchema {
-        path: String,
-        found: i64,
-        known: i64,
-    },
-    #[error(
-        "spool {path} has an older schema ({found} < {known}); run `smarthost serve` once to upgrade it"
-    )]
-    OlderSchema {
-        path: String,
-        found: i64,
-        known: i64,
-    },
-    /// A write failed (disk full, database locked past busy_timeout, I/O error). Nothing of
-    /// the failed batch was committed.
-    #[error("spool write failed: {0}")]
-    Write(String),
-    #[error("spool query failed: {0}")]
-    Read(String),
-    #[error("spool writer has stopped")]
-    Closed,
-}
-
-/// A failed write, as the spool reports it.
-fn write_error(e: sqlx::Error) -> SpoolError {
-    SpoolError::Write(e.to_string())
-}
-
-/// A failed read, as the spool reports it.
-fn read_error(e: sqlx::Error) -> SpoolError {
-    SpoolError::Read(e.to_string())
+/// What operators ask of the queue and how they steer it: `smarthost queue`, `mailq`, the
+/// monitoring check and the metrics endpoint all go through this, never through a store's SQL.
+/// IDs are full queue IDs (see `ids_with_prefix` for what an operator types).
+pub trait QueueAdmin {
+    /// Messages with at least one recipient matching the filter, oldest first.
+    fn list(
+        &self,
+        filter: &Filter,
+    ) -> impl Future<Output = Result<Vec<MessageSummary>, SpoolError>> + Send;
+    /// Everything about one message, or None.
+    fn details(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<MessageDetails>, SpoolError>> + Send;
+    /// The full IDs starting with `prefix` (any case), at most a few.
+    fn ids_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, SpoolError>> + Send;
+    /// Counts by state, pending bytes, the oldest pending message, pending recipients.
+    fn stats(&self) -> impl Future<Output = Result<QueueStats, SpoolError>> + Send;
+    /// Queued and deferred recipients become due now; returns how many.
+    fn retry(&self, selection: &Selection) -> impl Future<Output = Result<u64, SpoolError>> + Send;
+    /// Queued and deferred recipients are held by the operator; returns how many.
+    fn hold(&self, selection: &Selection) -> impl Future<Output = Result<u64, SpoolError>> + Send;
+    /// Held recipients (by anyone) are queued and due now; returns how many.
+    fn release(
+        &self,
+        selection: &Selection,
+    ) -> impl Future<Output = Result<u64, SpoolError>> + Send;
+    /// Deletes the selected messages with their history; returns their IDs.
+    fn delete(
+        &self,
+        selection: &Selection,
+    ) -> impl Future<Output = Result<Vec<String>, SpoolError>> + Send;
 }
 
 pub fn now_ms() -> i64 {

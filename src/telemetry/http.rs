@@ -10,16 +10,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::Metrics;
-use crate::spool::{DeliveryStore, now_ms};
+use crate::spool::{QueueAdmin, now_ms};
 
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until `shutdown` turns true.
-pub async fn serve_metrics(
+pub async fn serve_metrics<Q: QueueAdmin + Send + Sync + 'static>(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    store: DeliveryStore,
+    queue: Arc<Q>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -32,9 +32,9 @@ pub async fn serve_metrics(
             continue;
         };
         let metrics = metrics.clone();
-        let store = store.clone();
+        let queue = queue.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics, &store)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics, &*queue)).await;
         });
     }
 }
@@ -42,7 +42,7 @@ pub async fn serve_metrics(
 async fn answer(
     mut stream: TcpStream,
     metrics: &Metrics,
-    store: &DeliveryStore,
+    queue: &impl QueueAdmin,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
@@ -57,7 +57,7 @@ async fn answer(
     let mut words = request_line.split_whitespace();
     let (status, content_type, body) = match (words.next(), words.next()) {
         (Some("GET"), Some("/metrics")) => {
-            match store.stats().await {
+            match queue.stats().await {
                 Ok(stats) => metrics.set_queue(&stats, now_ms()),
                 Err(error) => tracing::warn!(%error, "metrics: cannot read the queue"),
             }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::spool::{self, OpenMode, QueueStats, now_ms};
+use crate::spool::{OpenMode, QueueAdmin, QueueStats, SqliteQueue, now_ms};
 
 pub struct Thresholds {
     pub warn_age: Duration,
@@ -20,13 +20,10 @@ const UNKNOWN: u8 = 3;
 
 pub async fn run(config: &Config, thresholds: Thresholds) -> u8 {
     let stats = async {
-        let mut conn = spool::open_connection(
-            &config.spool.path,
-            config.spool.busy_timeout,
-            OpenMode::Read,
-        )
-        .await?;
-        spool::stats(&mut conn).await
+        SqliteQueue::open(&config.spool, OpenMode::Read)
+            .await?
+            .stats()
+            .await
     }
     .await;
     let (code, line) = match stats {

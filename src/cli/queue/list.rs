@@ -3,16 +3,14 @@
 
 use std::time::Duration;
 
-use sqlx::SqliteConnection;
-
 use super::{Failure, StateArg, age, print_json, time};
-use crate::spool::{self, Filter, MessageSummary, now_ms};
+use crate::spool::{Filter, MessageSummary, QueueAdmin, now_ms};
 
 /// Replies longer than this are cut in the table (`queue show` has them whole).
 const REPLY_WIDTH: usize = 70;
 
 pub async fn run(
-    conn: &mut SqliteConnection,
+    queue: &impl QueueAdmin,
     state: StateArg,
     sender: Option<String>,
     recipient: Option<String>,
@@ -27,7 +25,7 @@ pub async fn run(
         recipient,
         received_before_ms: older_than.map(|d| now - d.as_millis() as i64),
     };
-    let messages = spool::list(conn, &filter).await?;
+    let messages = queue.list(&filter).await?;
     if json {
         return print_json(&serde_json::json!({ "messages": messages }));
     }

@@ -12,10 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
-use sqlx::SqliteConnection;
 
 use crate::config::Config;
-use crate::spool::{self, OpenMode, SpoolError};
+use crate::spool::{self, OpenMode, QueueAdmin, SpoolError, SqliteQueue};
 use crate::sysexits as exit;
 
 #[derive(Debug, Subcommand)]
@@ -170,9 +169,8 @@ pub fn run(config: &Config, command: QueueCommand) -> ExitCode {
         _ => OpenMode::Existing,
     };
     let outcome = block_on(async {
-        let mut conn =
-            spool::open_connection(&config.spool.path, config.spool.busy_timeout, mode).await?;
-        dispatch(&mut conn, command).await
+        let queue = SqliteQueue::open(&config.spool, mode).await?;
+        dispatch(&queue, command).await
     });
     match outcome {
         Ok(()) => ExitCode::from(exit::OK),
@@ -191,7 +189,7 @@ fn block_on<T>(work: impl Future<Output = T>) -> T {
         .block_on(work)
 }
 
-async fn dispatch(conn: &mut SqliteConnection, command: QueueCommand) -> Result<(), Failure> {
+async fn dispatch(queue: &impl QueueAdmin, command: QueueCommand) -> Result<(), Failure> {
     match command {
         QueueCommand::List {
             state,
@@ -200,27 +198,27 @@ async fn dispatch(conn: &mut SqliteConnection, command: QueueCommand) -> Result<
             older_than,
             original,
             json,
-        } => list::run(conn, state, sender, recipient, older_than, original, json).await,
-        QueueCommand::Show { id, body, json } => show::run(conn, &id, body, json).await,
-        QueueCommand::Retry { ids, all, deferred } => steer::retry(conn, ids, all, deferred).await,
-        QueueCommand::Hold { ids } => steer::hold(conn, ids).await,
-        QueueCommand::Release { ids } => steer::release(conn, ids).await,
+        } => list::run(queue, state, sender, recipient, older_than, original, json).await,
+        QueueCommand::Show { id, body, json } => show::run(queue, &id, body, json).await,
+        QueueCommand::Retry { ids, all, deferred } => steer::retry(queue, ids, all, deferred).await,
+        QueueCommand::Hold { ids } => steer::hold(queue, ids).await,
+        QueueCommand::Release { ids } => steer::release(queue, ids).await,
         QueueCommand::Delete {
             ids,
             state,
             older_than,
             yes,
-        } => steer::delete(conn, ids, state, older_than, yes).await,
-        QueueCommand::Stats { json } => stats::run(conn, json).await,
+        } => steer::delete(queue, ids, state, older_than, yes).await,
+        QueueCommand::Stats { json } => stats::run(queue, json).await,
         QueueCommand::Check { .. } => unreachable!("handled before the spool is opened"),
     }
 }
 
 /// Full IDs for what the operator typed: each a full ID or a unique prefix.
-async fn resolve(conn: &mut SqliteConnection, typed: &[String]) -> Result<Vec<String>, Failure> {
+async fn resolve(queue: &impl QueueAdmin, typed: &[String]) -> Result<Vec<String>, Failure> {
     let mut ids = Vec::with_capacity(typed.len());
     for prefix in typed {
-        let matches = spool::ids_with_prefix(&mut *conn, prefix).await?;
+        let matches = queue.ids_with_prefix(prefix).await?;
         match matches.as_slice() {
             [] => {
                 return Err(Failure::new(

@@ -2,20 +2,19 @@
 //! changed, every recipient's state, the full attempt history, and the headers (or the whole
 //! message with --body). No credentials are stored, so none can be shown.
 
-use sqlx::SqliteConnection;
-
 use super::{Failure, age, print_json, resolve, time};
-use crate::spool::{self, MessageDetails, now_ms};
+use crate::spool::{MessageDetails, QueueAdmin, now_ms};
 use crate::sysexits as exit;
 
 pub async fn run(
-    conn: &mut SqliteConnection,
+    queue: &impl QueueAdmin,
     typed: &str,
     body: bool,
     json: bool,
 ) -> Result<(), Failure> {
-    let id = resolve(&mut *conn, &[typed.to_string()]).await?.remove(0);
-    let details = spool::details(conn, &id)
+    let id = resolve(queue, &[typed.to_string()]).await?.remove(0);
+    let details = queue
+        .details(&id)
         .await?
         .ok_or_else(|| Failure::new(exit::DATAERR, format!("no message with ID {id}")))?;
     if json {

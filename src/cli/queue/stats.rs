@@ -3,10 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::SqliteConnection;
-
 use super::{Failure, print_json};
-use crate::spool::{self, QueueStats, now_ms};
+use crate::spool::{QueueAdmin, QueueStats, now_ms};
 
 /// qshape's buckets, in minutes: 0-5, 5-10, 10-20, 20-40, 40-80, 80-160, 160+.
 const BUCKET_LIMITS_MIN: [i64; 6] = [5, 10, 20, 40, 80, 160];
@@ -14,8 +12,8 @@ const BUCKET_NAMES: [&str; 7] = [
     "0-5m", "5-10m", "10-20m", "20-40m", "40-80m", "80-160m", "160m+",
 ];
 
-pub async fn run(conn: &mut SqliteConnection, json: bool) -> Result<(), Failure> {
-    let stats = spool::stats(conn).await?;
+pub async fn run(queue: &impl QueueAdmin, json: bool) -> Result<(), Failure> {
+    let stats = queue.stats().await?;
     let shape = shape(&stats, now_ms());
     if json {
         let domains: BTreeMap<&String, BTreeMap<&str, i64>> = shape

@@ -4,14 +4,12 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
-use sqlx::SqliteConnection;
-
 use super::{Failure, StateArg, resolve};
-use crate::spool::{self, Filter, Selection, now_ms};
+use crate::spool::{Filter, QueueAdmin, Selection, now_ms};
 use crate::sysexits as exit;
 
 pub async fn retry(
-    conn: &mut SqliteConnection,
+    queue: &impl QueueAdmin,
     ids: Vec<String>,
     all: bool,
     deferred: bool,
@@ -28,45 +26,46 @@ pub async fn retry(
                 "name message IDs, or use --all or --deferred",
             ));
         }
-        (false, false) => Selection::Ids(resolve(&mut *conn, &ids).await?),
+        (false, false) => Selection::Ids(resolve(queue, &ids).await?),
     };
-    let count = spool::retry(conn, &selection).await?;
+    let count = queue.retry(&selection).await?;
     println!(
         "{count} recipient(s) due now; the running daemon picks them up within its poll interval"
     );
     Ok(())
 }
 
-pub async fn hold(conn: &mut SqliteConnection, ids: Vec<String>) -> Result<(), Failure> {
-    let ids = resolve(&mut *conn, &ids).await?;
-    let count = spool::hold(conn, &Selection::Ids(ids.clone())).await?;
+pub async fn hold(queue: &impl QueueAdmin, ids: Vec<String>) -> Result<(), Failure> {
+    let ids = resolve(queue, &ids).await?;
+    let count = queue.hold(&Selection::Ids(ids.clone())).await?;
     println!("held {count} recipient(s) of {}", ids.join(", "));
     Ok(())
 }
 
-pub async fn release(conn: &mut SqliteConnection, ids: Vec<String>) -> Result<(), Failure> {
-    let ids = resolve(&mut *conn, &ids).await?;
-    let count = spool::release(conn, &Selection::Ids(ids.clone())).await?;
+pub async fn release(queue: &impl QueueAdmin, ids: Vec<String>) -> Result<(), Failure> {
+    let ids = resolve(queue, &ids).await?;
+    let count = queue.release(&Selection::Ids(ids.clone())).await?;
     println!("released {count} recipient(s) of {}", ids.join(", "));
     Ok(())
 }
 
 pub async fn delete(
-    conn: &mut SqliteConnection,
+    queue: &impl QueueAdmin,
     ids: Vec<String>,
     state: Option<StateArg>,
     older_than: Option<Duration>,
     yes: bool,
 ) -> Result<(), Failure> {
     let ids = if !ids.is_empty() {
-        resolve(&mut *conn, &ids).await?
+        resolve(queue, &ids).await?
     } else if state.is_some() || older_than.is_some() {
         let filter = Filter {
             states: state.unwrap_or(StateArg::All).states(),
             received_before_ms: older_than.map(|d| now_ms() - d.as_millis() as i64),
             ..Filter::default()
         };
-        spool::list(&mut *conn, &filter)
+        queue
+            .list(&filter)
             .await?
             .into_iter()
             .map(|m| m.id)
@@ -85,7 +84,7 @@ pub async fn delete(
         println!("nothing deleted");
         return Ok(());
     }
-    let deleted = spool::delete(conn, &Selection::Ids(ids)).await?;
+    let deleted = queue.delete(&Selection::Ids(ids)).await?;
     for id in &deleted {
         println!("deleted {id}");
     }

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::intake::{Client, Intake, LocalUser, Queue, Refusal, Role, Submission};
 use crate::listener::{self, Peer, SessionContext, SessionPolicy};
 use crate::model::{self, Address, BodyType, ReversePath};
-use crate::spool::{self, Spool};
+use crate::spool::{self, SpoolWriter};
 use crate::sysexits as exit;
 use crate::telemetry::Metrics;
 
@@ -94,7 +94,7 @@ async fn queue_for(
     if spool::writable(&config.spool.path).is_err() {
         return (daemon, None);
     }
-    match Spool::start(&config.spool).await {
+    match SpoolWriter::start(&config.spool).await {
         Ok((spool, writer)) => (Queue::Spool(spool), Some(writer)),
         Err(error) => {
             tracing::debug!(%error, "spool not usable; handing off to the daemon");

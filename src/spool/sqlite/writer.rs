@@ -22,11 +22,12 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::batch::{Batch, ToInsert};
-use super::delivery_store::{ClaimRequest, Outcome, claim_in};
+use super::claim::claim_in;
+use super::jobs::{ClaimRequest, Outcome};
 use super::open::{OpenMode, close_quietly, open_connection};
 use super::write_error;
-use super::{ClaimedMessage, ClaimedRecipient, NewMessage, SpoolError, now_ms};
 use crate::config::SpoolConfig;
+use crate::spool::{ClaimedMessage, ClaimedRecipient, NewMessage, SpoolError, now_ms};
 
 /// Most messages in one transaction, and most body bytes: large enough that a busy relay
 /// commits rarely, small enough that one transaction never holds much memory or time.
@@ -39,7 +40,7 @@ const OUTCOME_LINGER: Duration = Duration::from_millis(5);
 
 /// Handle for enqueueing; cheap to clone, one per session.
 #[derive(Clone)]
-pub struct Spool {
+pub struct SpoolWriter {
     jobs: mpsc::Sender<Job>,
     /// Set by delivery when it starts (and on reload); read by the writer at each commit.
     hand_off: Arc<Mutex<Option<HandOff>>>,
@@ -128,12 +129,12 @@ pub struct WriterStats {
     pub failed_batches: u64,
 }
 
-impl Spool {
+impl SpoolWriter {
     /// Opens (creating and migrating as needed) and starts the writer task. The task ends when
-    /// every `Spool` handle is dropped, after committing what it already took.
+    /// every `SpoolWriter` handle is dropped, after committing what it already took.
     pub async fn start(
         config: &SpoolConfig,
-    ) -> Result<(Spool, tokio::task::JoinHandle<WriterStats>), SpoolError> {
+    ) -> Result<(SpoolWriter, tokio::task::JoinHandle<WriterStats>), SpoolError> {
         let conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
         let (jobs, receiver) = mpsc::channel(MAX_BATCH_MESSAGES * 4);
         let committed = Arc::new(Notify::new());
@@ -146,7 +147,7 @@ impl Spool {
         };
         let task = tokio::spawn(writer.run(receiver));
         Ok((
-            Spool {
+            SpoolWriter {
                 jobs,
                 hand_off,
                 committed,

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 
-use super::delivery_store::{Outcome, RecipientState};
-use super::{ClaimedRecipient, NewMessage};
+use super::jobs::Outcome;
+use crate::spool::{ClaimedRecipient, HeldBy, NewMessage, RecipientState};
 
 /// Parameters are positional, bound in the order they appear (see `Batch::write`): sqlx binds
 /// `?NNN` per statement and stops binding once unused lower slots have used up the argument
@@ -200,7 +200,7 @@ impl Batch<'_> {
                 });
                 // An attempt counts even if the operator deleted the recipient meanwhile.
                 self.counters.add(record.state.name(), 1);
-                if record.state == RecipientState::Held(super::HeldBy::Bounce) {
+                if record.state == RecipientState::Held(HeldBy::Bounce) {
                     self.counters.add("bounce_failures", 1);
                 }
             }

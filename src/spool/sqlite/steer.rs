@@ -5,21 +5,7 @@
 use sqlx::{AssertSqlSafe, SqliteConnection};
 
 use super::write_error;
-use super::{SpoolError, now_ms};
-
-/// Which messages an action applies to.
-#[derive(Debug, Clone)]
-pub enum Selection {
-    Ids(Vec<String>),
-    /// Every message with a recipient in this state, received before the time (if given).
-    State {
-        state: String,
-        received_before_ms: Option<i64>,
-    },
-    /// Every message received before this time.
-    ReceivedBefore(i64),
-    All,
-}
+use crate::spool::{HeldBy, Selection, SpoolError, now_ms};
 
 impl Selection {
     /// SQL selecting message IDs, its parameter written `?{index}`, and that parameter's
@@ -82,12 +68,11 @@ pub async fn retry(conn: &mut SqliteConnection, selection: &Selection) -> Result
 /// Queued and deferred recipients are held by the operator: never delivered or expired until
 /// released. Returns how many.
 pub async fn hold(conn: &mut SqliteConnection, selection: &Selection) -> Result<u64, SpoolError> {
-    update(
-        conn,
-        "state = 'held', held_by = 'operator', updated_at = ?1 WHERE state IN ('queued', 'deferred')",
-        selection,
-    )
-    .await
+    let set_where = format!(
+        "state = 'held', held_by = '{}', updated_at = ?1 WHERE state IN ('queued', 'deferred')",
+        HeldBy::Operator.as_str()
+    );
+    update(conn, &set_where, selection).await
 }
 
 /// Held recipients (by the operator, a configuration error, or a failed bounce) are queued

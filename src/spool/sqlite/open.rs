@@ -8,7 +8,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
-use super::SpoolError;
+use crate::spool::SpoolError;
 
 static MIGRATOR: Migrator = sqlx::migrate!();
 

@@ -1,0 +1,80 @@
+//! What delivery and the spool exchange: claimed messages with their recipients, and the
+//! outcome of each attempt as a typed recipient state.
+
+use std::sync::Arc;
+
+use crate::model::BodyType;
+
+/// Who held a recipient. Only `Config` holds are released by a restart or reload; an
+/// operator's hold outlives deferrals and restarts until the operator releases it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldBy {
+    /// `smarthost queue hold` (Postfix's `postsuper -h`).
+    Operator,
+    /// Our setup is wrong (AUTH refused, TLS verification failed, identity not verified).
+    Config,
+    /// A bounce that could not be delivered: kept for inspection, never bounced again.
+    Bounce,
+}
+
+impl HeldBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldBy::Operator => "operator",
+            HeldBy::Config => "config",
+            HeldBy::Bounce => "bounce",
+        }
+    }
+}
+
+/// Where one attempt left a recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientState {
+    Delivered,
+    Deferred { next_attempt_at_ms: i64 },
+    Bounced,
+    Held(HeldBy),
+}
+
+impl RecipientState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RecipientState::Delivered => "delivered",
+            RecipientState::Deferred { .. } => "deferred",
+            RecipientState::Bounced => "bounced",
+            RecipientState::Held(_) => "held",
+        }
+    }
+}
+
+/// A message with the recipients this delivery round claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: String,
+    /// '' is the null sender (a bounce).
+    pub sender: String,
+    pub received_at_ms: i64,
+    pub body_type: BodyType,
+    pub smtputf8: bool,
+    pub body: Arc<Vec<u8>>,
+    pub recipients: Vec<ClaimedRecipient>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedRecipient {
+    pub id: i64,
+    pub address: String,
+    pub attempts: i64,
+}
+
+/// The outcome of one attempt for one recipient.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub recipient_id: i64,
+    pub state: RecipientState,
+    /// The upstream's full reply, or our own description of what went wrong.
+    pub reply: String,
+    pub upstream: Option<String>,
+    pub started_at_ms: i64,
+    pub duration_ms: i64,
+}

@@ -1,0 +1,33 @@
+//! Why the spool could not do something, in words an operator can act on.
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot open spool {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("cannot migrate spool {path}: {reason}")]
+    Migrate { path: String, reason: String },
+    #[error(
+        "spool {path} has schema version {found}, newer than this smarthost knows ({known}); use a newer smarthost"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "spool {path} has an older schema ({found} < {known}); run `smarthost serve` once to upgrade it"
+    )]
+    OlderSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    /// A write failed (disk full, database locked past busy_timeout, I/O error). Nothing of
+    /// the failed batch was committed.
+    #[error("spool write failed: {0}")]
+    Write(String),
+    #[error("spool query failed: {0}")]
+    Read(String),
+    #[error("spool writer has stopped")]
+    Closed,
+}
