@@ -154,11 +154,6 @@ impl Refusal {
             Refusal::ByDaemon { exit, .. } => *exit,
         }
     }
-
-    /// Temporary: the same message may be taken later.
-    pub fn is_temporary(&self) -> bool {
-        self.exit_code() == sysexits::TEMPFAIL
-    }
 }
 
 #[cfg(test)]
