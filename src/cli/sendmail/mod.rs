@@ -84,22 +84,32 @@ fn block_on(work: impl Future<Output = u8>) -> ExitCode {
 }
 
 /// Where this caller's mail goes: the spool when this user may write it, else the daemon.
-/// The writer task, when there is one, must be awaited after the last message.
-async fn queue_for(
-    config: &Config,
-) -> (Queue, Option<tokio::task::JoinHandle<spool::WriterStats>>) {
-    let daemon = Queue::Daemon {
-        socket: config.sendmail.socket.clone(),
+struct Route {
+    queue: Queue,
+    /// The spool's writer task, when there is one: awaited after the last message.
+    writer: Option<tokio::task::JoinHandle<spool::WriterStats>>,
+    /// Why the spool is not used, for the message when the daemon cannot take it either.
+    spool_unusable: Option<String>,
+}
+
+async fn route(config: &Config) -> Route {
+    let daemon = |why: String| Route {
+        queue: Queue::Daemon {
+            socket: config.sendmail.socket.clone(),
+        },
+        writer: None,
+        spool_unusable: Some(why),
     };
-    if spool::writable(&config.spool.path).is_err() {
-        return (daemon, None);
+    if let Err(why) = spool::writable(&config.spool.path) {
+        return daemon(why);
     }
     match SpoolWriter::start(&config.spool).await {
-        Ok((spool, writer)) => (Queue::Spool(spool), Some(writer)),
-        Err(error) => {
-            tracing::debug!(%error, "spool not usable; handing off to the daemon");
-            (daemon, None)
-        }
+        Ok((spool, writer)) => Route {
+            queue: Queue::Spool(spool),
+            writer: Some(writer),
+            spool_unusable: None,
+        },
+        Err(error) => daemon(error.to_string()),
     }
 }
 
@@ -151,8 +161,11 @@ async fn deliver(config: Config, args: SendmailArgs) -> u8 {
         },
         Err(refusal) => return refused(&refusal),
     };
-    let (queue, writer) = queue_for(&config).await;
-    let direct = matches!(queue, Queue::Spool(_));
+    let Route {
+        queue,
+        writer,
+        mut spool_unusable,
+    } = route(&config).await;
     let intake = Intake::new(&config, queue);
     let mut outcome = intake.accept(submission.clone()).await;
     drop(intake);
@@ -161,7 +174,8 @@ async fn deliver(config: Config, args: SendmailArgs) -> u8 {
     }
     // A spool that could be opened but not written (locked, full): the daemon may still
     // take it.
-    if direct && matches!(outcome, Err(Refusal::Storage(_))) {
+    if let Err(Refusal::Storage(error)) = &outcome {
+        spool_unusable = Some(error.to_string());
         let daemon = Intake::new(
             &config,
             Queue::Daemon {
@@ -178,12 +192,10 @@ async fn deliver(config: Config, args: SendmailArgs) -> u8 {
             exit::OK
         }
         Err(Refusal::DaemonUnavailable(why)) => {
-            let spool_why = spool::writable(&config.spool.path)
-                .err()
-                .unwrap_or_else(|| "not writable".into());
             eprintln!(
-                "sendmail: message not queued: spool {}: {spool_why}; {why}. Try again later.",
-                config.spool.path.display()
+                "sendmail: message not queued: spool {}: {}; {why}. Try again later.",
+                config.spool.path.display(),
+                spool_unusable.unwrap_or_default()
             );
             exit::TEMPFAIL
         }
@@ -240,7 +252,7 @@ fn parse(text: &str, role: Role) -> Result<Address, Refusal> {
 /// and without any message queued (the caller's message is then not queued).
 async fn smtp_on_stdio(config: Config) -> u8 {
     let stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    let (queue, writer) = queue_for(&config).await;
+    let Route { queue, writer, .. } = route(&config).await;
     let context = SessionContext {
         policy: Arc::new(SessionPolicy {
             limits: config.smtp.limits.clone(),
