@@ -2,7 +2,7 @@
 //! deferred, 5xx bounced), except for replies that say our own setup is wrong: those hold the
 //! mail instead of bouncing it, so one bad password never becomes a bounce storm.
 
-use super::upstream::Reply;
+use crate::model::UpstreamReply;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -15,7 +15,7 @@ pub enum Disposition {
 
 /// `hold_on` entries are three-digit codes (`535`) or texts matched case-insensitively
 /// (`Email address is not verified`).
-pub fn classify(reply: &Reply, hold_on: &[String]) -> Disposition {
+pub fn classify(reply: &UpstreamReply, hold_on: &[String]) -> Disposition {
     if reply.is_positive() {
         return Disposition::Delivered;
     }
@@ -28,7 +28,7 @@ pub fn classify(reply: &Reply, hold_on: &[String]) -> Disposition {
     }
 }
 
-fn is_config_error(reply: &Reply, hold_on: &[String]) -> bool {
+fn is_config_error(reply: &UpstreamReply, hold_on: &[String]) -> bool {
     let text = reply.text.to_lowercase();
     hold_on.iter().any(|pattern| {
         if pattern.len() == 3 && pattern.bytes().all(|b| b.is_ascii_digit()) {
@@ -40,7 +40,7 @@ fn is_config_error(reply: &Reply, hold_on: &[String]) -> bool {
 }
 
 /// SES answers `454 Throttling failure: Maximum sending rate exceeded.` when we send too fast.
-pub fn is_throttling(reply: &Reply) -> bool {
+pub fn is_throttling(reply: &UpstreamReply) -> bool {
     let text = reply.text.to_lowercase();
     reply.code == 454 && (text.contains("rate") || text.contains("throttl"))
 }
@@ -49,9 +49,10 @@ pub fn is_throttling(reply: &Reply) -> bool {
 mod tests {
     use super::*;
 
-    fn reply(code: u16, text: &str) -> Reply {
-        Reply {
+    fn reply(code: u16, text: &str) -> UpstreamReply {
+        UpstreamReply {
             code,
+            enhanced: None,
             text: text.into(),
         }
     }

@@ -4,15 +4,16 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::model::EnhancedStatus;
 use crate::spool::{BodyType, NewMessage, NewRecipient, Origin, QueueId, now_ms};
 
 /// One recipient that could not be delivered, and why.
 pub struct Failure<'a> {
     pub recipient: &'a str,
     /// The upstream's reply (or our reason, such as an expired queue lifetime).
-    pub diagnostic: &'a str,
+    pub diagnostic: String,
     /// RFC 3463 status, e.g. `5.1.1`.
-    pub status: String,
+    pub status: EnhancedStatus,
     pub remote_mta: Option<&'a str>,
 }
 
@@ -131,27 +132,6 @@ fn headers_of(message: &[u8]) -> &[u8] {
     }
 }
 
-/// The enhanced status of a reply (`550 5.1.1 ...` gives `5.1.1`), or the class default.
-pub fn status_of(reply: &str) -> String {
-    let mut words = reply.split_whitespace();
-    let code = words.next().unwrap_or("");
-    let candidate = words.next().unwrap_or("");
-    let parts: Vec<&str> = candidate.split('.').collect();
-    if parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return candidate.to_string();
-    }
-    if code.starts_with('4') {
-        "4.0.0"
-    } else {
-        "5.0.0"
-    }
-    .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,8 +149,12 @@ mod tests {
             original_message: original,
             failures: vec![Failure {
                 recipient: "nobody@example.org",
-                diagnostic: "550 5.1.1 no such user",
-                status: status_of("550 5.1.1 no such user"),
+                diagnostic: "550 5.1.1 no such user".into(),
+                status: EnhancedStatus {
+                    class: 5,
+                    subject: 1,
+                    detail: 1,
+                },
                 remote_mta: Some("127.0.0.1:2587"),
             }],
         }
@@ -193,12 +177,5 @@ mod tests {
             !text.contains("secret body"),
             "only the headers are returned"
         );
-    }
-
-    #[test]
-    fn status_comes_from_the_enhanced_code() {
-        assert_eq!(status_of("550 5.1.1 user unknown"), "5.1.1");
-        assert_eq!(status_of("554 Message rejected"), "5.0.0");
-        assert_eq!(status_of("451 try later"), "4.0.0");
     }
 }

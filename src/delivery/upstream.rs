@@ -18,39 +18,25 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::{Secret, TlsMode, Upstream};
+use crate::model::{EnhancedStatus, UpstreamReply};
 use crate::spool::BodyType;
 use crate::wire;
 
-/// An SMTP reply from the upstream: the code, and the rest of the text (enhanced code first
-/// when there is one), kept whole for the attempt history and bounces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub text: String,
-}
-
-impl Reply {
-    fn from_response(response: smtp_proto::Response<String>) -> Reply {
-        let [a, b, c] = response.esc;
-        let text = if a > 0 {
-            format!("{a}.{b}.{c} {}", response.message)
-        } else {
-            response.message
-        };
-        Reply {
-            code: response.code,
-            text: text.replace(['\r', '\n'], " ").trim().to_string(),
-        }
-    }
-
-    pub fn is_positive(&self) -> bool {
-        (200..300).contains(&self.code)
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
+/// The upstream's reply as mail-send read it, typed: the enhanced status apart from the text.
+fn reply_of(response: smtp_proto::Response<String>) -> UpstreamReply {
+    let [class, subject, detail] = response.esc;
+    UpstreamReply {
+        code: response.code,
+        enhanced: (class > 0).then_some(EnhancedStatus {
+            class,
+            subject: subject.into(),
+            detail: detail.into(),
+        }),
+        text: response
+            .message
+            .replace(['\r', '\n'], " ")
+            .trim()
+            .to_string(),
     }
 }
 
@@ -60,7 +46,7 @@ pub enum Unusable {
     /// Connection refused, reset, timed out, or the upstream closed it.
     Unreachable(String),
     /// The upstream is refusing service now (`421`, or a 4xx/5xx greeting).
-    Refused(Reply),
+    Refused(UpstreamReply),
     /// Our setup is wrong: certificate verification failed, STARTTLS missing, AUTH refused.
     Misconfigured(String),
 }
@@ -251,9 +237,9 @@ impl Endpoint {
 /// A reply, or why the transaction cannot go on: `421` means the upstream is closing.
 fn reply_or_broken(
     result: mail_send::Result<smtp_proto::Response<String>>,
-) -> Result<Reply, Broken> {
+) -> Result<UpstreamReply, Broken> {
     let reply = result
-        .map(Reply::from_response)
+        .map(reply_of)
         .map_err(|e| Broken::Lost(e.to_string()))?;
     if reply.code == 421 {
         return Err(Broken::ServiceUnavailable(reply));
@@ -289,12 +275,12 @@ fn unusable(error: mail_send::Error) -> Unusable {
             "upstream does not offer STARTTLS; refusing to send in clear".into(),
         ),
         Error::AuthenticationFailed(response) => {
-            Unusable::Misconfigured(format!("AUTH refused: {}", Reply::from_response(response)))
+            Unusable::Misconfigured(format!("AUTH refused: {}", reply_of(response)))
         }
         Error::UnsupportedAuthMechanism => {
             Unusable::Misconfigured("upstream offers neither AUTH PLAIN nor LOGIN".into())
         }
-        Error::UnexpectedReply(response) => Unusable::Refused(Reply::from_response(response)),
+        Error::UnexpectedReply(response) => Unusable::Refused(reply_of(response)),
         other => Unusable::Unreachable(other.to_string()),
     }
 }
@@ -318,7 +304,7 @@ pub struct Connection {
 #[derive(Debug, Clone)]
 pub enum Broken {
     /// `421`: the upstream is closing; another upstream may take the message.
-    ServiceUnavailable(Reply),
+    ServiceUnavailable(UpstreamReply),
     /// I/O error or timeout mid-transaction.
     Lost(String),
 }
@@ -333,7 +319,7 @@ pub struct Transaction<'a> {
 }
 
 impl Connection {
-    async fn command(&mut self, line: &str) -> Result<Reply, Broken> {
+    async fn command(&mut self, line: &str) -> Result<UpstreamReply, Broken> {
         let result = match &mut self.client {
             Client::Tls(client) => client.cmd(line.as_bytes()).await,
             Client::Plain(client) => client.cmd(line.as_bytes()).await,
@@ -342,7 +328,7 @@ impl Connection {
     }
 
     /// Writes the framed body and waits for the final reply.
-    async fn send_body(&mut self, body: &[u8]) -> Result<Reply, Broken> {
+    async fn send_body(&mut self, body: &[u8]) -> Result<UpstreamReply, Broken> {
         let mut framed = Vec::new();
         wire::write_data(body, &mut framed);
         let result = tokio::time::timeout(self.timeouts.data, async {
@@ -360,7 +346,10 @@ impl Connection {
 
     /// One transaction: a reply for every recipient, in order. Recipients refused at RCPT get
     /// that refusal; the others get the reply to MAIL, to DATA, or to the end of data.
-    pub async fn send(&mut self, transaction: &Transaction<'_>) -> Result<Vec<Reply>, Broken> {
+    pub async fn send(
+        &mut self,
+        transaction: &Transaction<'_>,
+    ) -> Result<Vec<UpstreamReply>, Broken> {
         self.set_timeout(self.timeouts.command);
         let mut mail = format!("MAIL FROM:<{}>", transaction.sender);
         if transaction.body_type == BodyType::EightBitMime {
@@ -382,7 +371,7 @@ impl Connection {
         for recipient in transaction.recipients {
             replies.push(self.command(&format!("RCPT TO:<{recipient}>\r\n")).await?);
         }
-        if !replies.iter().any(Reply::is_positive) {
+        if !replies.iter().any(UpstreamReply::is_positive) {
             self.reset().await;
             return Ok(replies);
         }
@@ -405,7 +394,7 @@ impl Connection {
         &mut self,
         mail: String,
         transaction: &Transaction<'_>,
-    ) -> Result<Vec<Reply>, Broken> {
+    ) -> Result<Vec<UpstreamReply>, Broken> {
         let mut commands = mail;
         for recipient in transaction.recipients {
             commands.push_str(&format!("RCPT TO:<{recipient}>\r\n"));
@@ -423,7 +412,7 @@ impl Connection {
         .map_err(|e| Broken::Lost(e.to_string()))?;
         let mut replies = Vec::with_capacity(responses.len());
         for response in responses {
-            let reply = Reply::from_response(response);
+            let reply = reply_of(response);
             if reply.code == 421 {
                 return Err(Broken::ServiceUnavailable(reply));
             }
@@ -433,7 +422,8 @@ impl Connection {
             return Err(Broken::Lost("fewer replies than commands".into()));
         };
         let mut recipient_replies = replies.split_off(1);
-        let accepted = mail_reply.is_positive() && recipient_replies.iter().any(Reply::is_positive);
+        let accepted =
+            mail_reply.is_positive() && recipient_replies.iter().any(UpstreamReply::is_positive);
         match (accepted, data_reply.code == 354) {
             // RFC 2920 requires DATA to fail without valid recipients; a server that says
             // 354 anyway cannot be trusted with this connection.

@@ -12,10 +12,12 @@ use tokio::time::Instant;
 use super::Shared;
 use super::backoff::next_delay;
 use super::classify::{Disposition, classify, is_throttling};
-use super::dsn::{Bounce, Failure, status_of};
-use super::upstream::{Broken, Connection, Reply, Transaction, Unusable};
+use super::dsn::{Bounce, Failure};
+use super::upstream::{Broken, Connection, Transaction, Unusable};
+use crate::model::UpstreamReply;
 use crate::spool::{
-    AttemptRecord, ClaimedMessage, ClaimedRecipient, HeldBy, NewMessage, RecipientState, now_ms,
+    AttemptRecord, AttemptReply, ClaimedMessage, ClaimedRecipient, HeldBy, NewMessage,
+    RecipientState, now_ms,
 };
 
 /// Connections idle this long are closed (SES closes idle ones itself after a while).
@@ -70,7 +72,7 @@ enum Attempt {
     /// An upstream answered for every recipient.
     Replies {
         upstream: String,
-        replies: Vec<Reply>,
+        replies: Vec<UpstreamReply>,
     },
     /// No upstream could take the message.
     NoUpstream(Vec<UpstreamFailure>),
@@ -90,13 +92,13 @@ impl Attempt {
         &self,
         hold_on: &[String],
         recipients: usize,
-    ) -> (Option<String>, Vec<(Disposition, String)>) {
+    ) -> (Option<String>, Vec<(Disposition, AttemptReply)>) {
         match self {
             Attempt::Replies { upstream, replies } => (
                 Some(upstream.clone()),
                 replies
                     .iter()
-                    .map(|r| (classify(r, hold_on), r.to_string()))
+                    .map(|r| (classify(r, hold_on), AttemptReply::Upstream(r.clone())))
                     .collect(),
             ),
             Attempt::NoUpstream(failures) => {
@@ -110,7 +112,10 @@ impl Attempt {
                 } else {
                     Disposition::Deferred
                 };
-                (None, vec![(disposition, text); recipients])
+                (
+                    None,
+                    vec![(disposition, AttemptReply::Local(text)); recipients],
+                )
             }
         }
     }
@@ -166,11 +171,10 @@ fn count(
 ) {
     let waited = (now_ms() - message.received_at_ms).max(0) as f64 / 1000.0;
     for record in records {
-        let class = match record.reply.as_bytes().first() {
-            _ if upstream.is_none() => "none",
-            Some(b'2') => "2xx",
-            Some(b'4') => "4xx",
-            Some(b'5') => "5xx",
+        let class = match record.reply.code() {
+            Some(200..=299) => "2xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
             _ => "none",
         };
         shared
@@ -199,8 +203,8 @@ fn bounce_for(
         .filter(|(_, record)| record.state == RecipientState::Bounced)
         .map(|(recipient, record)| Failure {
             recipient: &recipient.address,
-            diagnostic: &record.reply,
-            status: status_of(&record.reply),
+            diagnostic: record.reply.to_string(),
+            status: record.reply.status(),
             remote_mta: upstream,
         })
         .collect();
@@ -232,7 +236,7 @@ fn decide(
     message: &ClaimedMessage,
     recipient: &ClaimedRecipient,
     disposition: Disposition,
-    reply: &str,
+    reply: &AttemptReply,
     upstream: Option<&str>,
 ) -> RecipientState {
     let id = &message.id;

@@ -7,9 +7,11 @@ mod body_type;
 mod internal_names;
 mod queue_id;
 mod reply;
+mod upstream_reply;
 
 pub use address::{Address, AddressError, ReversePath, parse_forward_path, parse_reverse_path};
 pub use body_type::BodyType;
 pub use internal_names::{DEFAULT_INTERNAL_SUFFIXES, InternalNames, is_private};
 pub use queue_id::QueueId;
 pub use reply::Reply;
+pub use upstream_reply::{EnhancedStatus, UpstreamReply};

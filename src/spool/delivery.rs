@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::model::BodyType;
+use std::fmt;
+
+use crate::model::{BodyType, EnhancedStatus, UpstreamReply};
 
 /// Who held a recipient. Only `Config` holds are released by a restart or reload; an
 /// operator's hold outlives deferrals and restarts until the operator releases it.
@@ -67,13 +69,58 @@ pub struct ClaimedRecipient {
     pub attempts: i64,
 }
 
+/// What an attempt's outcome rests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptReply {
+    /// The upstream's answer for this recipient.
+    Upstream(UpstreamReply),
+    /// No upstream answered; our own account of why (unreachable, TLS, AUTH, queue lifetime).
+    Local(String),
+}
+
+impl AttemptReply {
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            AttemptReply::Upstream(reply) => Some(reply.code),
+            AttemptReply::Local(_) => None,
+        }
+    }
+
+    pub fn enhanced(&self) -> Option<EnhancedStatus> {
+        match self {
+            AttemptReply::Upstream(reply) => reply.enhanced,
+            AttemptReply::Local(_) => None,
+        }
+    }
+
+    /// The RFC 3463 status a bounce reports: the upstream's, or 5.0.0 for our own reasons.
+    pub fn status(&self) -> EnhancedStatus {
+        match self {
+            AttemptReply::Upstream(reply) => reply.status(),
+            AttemptReply::Local(_) => EnhancedStatus {
+                class: 5,
+                subject: 0,
+                detail: 0,
+            },
+        }
+    }
+}
+
+impl fmt::Display for AttemptReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptReply::Upstream(reply) => reply.fmt(f),
+            AttemptReply::Local(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// The outcome of one attempt for one recipient.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub recipient_id: i64,
     pub state: RecipientState,
-    /// The upstream's full reply, or our own description of what went wrong.
-    pub reply: String,
+    pub reply: AttemptReply,
     pub upstream: Option<String>,
     pub started_at_ms: i64,
     pub duration_ms: i64,

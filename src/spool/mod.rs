@@ -18,7 +18,9 @@ mod sqlite;
 use std::future::Future;
 
 pub use crate::model::{BodyType, QueueId};
-pub use delivery::{AttemptRecord, ClaimedMessage, ClaimedRecipient, HeldBy, RecipientState};
+pub use delivery::{
+    AttemptRecord, AttemptReply, ClaimedMessage, ClaimedRecipient, HeldBy, RecipientState,
+};
 pub use error::SpoolError;
 pub use message::{NewMessage, NewRecipient, Origin};
 pub use report::{

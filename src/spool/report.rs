@@ -72,6 +72,9 @@ pub struct AttemptSummary {
     pub duration_ms: i64,
     pub upstream: Option<String>,
     pub reply: String,
+    /// The upstream's reply code and enhanced status; null when no upstream answered.
+    pub reply_code: Option<i64>,
+    pub reply_enhanced: Option<String>,
     pub outcome: String,
 }
 

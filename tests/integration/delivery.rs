@@ -1,6 +1,7 @@
 //! Delivery end to end: smtplib → smarthost → aiosmtpd upstream (STARTTLS or implicit TLS,
 //! AUTH required), with scripted replies deciding each recipient's fate.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
@@ -187,6 +188,44 @@ fn each_recipient_gets_its_own_outcome_and_one_dsn_names_the_failure() {
     );
     assert_eq!(by_address("bad@example.com").state, "bounced");
     assert_eq!(by_address("bounces@example.com").state, "delivered");
+    assert!(text.contains("Status: 5.1.1\r\n"), "{text}");
+    // The history keeps each reply typed: code and enhanced status beside the text.
+    let shown = Command::new(BIN)
+        .args([
+            "--config",
+            work.config().to_str().unwrap(),
+            "queue",
+            "show",
+            &id,
+            "--json",
+        ])
+        .args(["--spool", work.spool().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("show --json");
+    let typed: Vec<(String, serde_json::Value, serde_json::Value)> = shown["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let recipient = a["recipient"].as_str().unwrap().to_string();
+            (
+                recipient,
+                a["reply_code"].clone(),
+                a["reply_enhanced"].clone(),
+            )
+        })
+        .collect();
+    for (recipient, code, enhanced) in [
+        ("bad@example.com", 550, "5.1.1"),
+        ("later@example.com", 451, "4.3.0"),
+        ("ok@example.com", 250, "2.0.0"),
+    ] {
+        assert!(
+            typed.contains(&(recipient.to_string(), json!(code), json!(enhanced))),
+            "{recipient}: {typed:?}"
+        );
+    }
     let attempts = attempt_rows(&work.spool());
     let later: Vec<&str> = attempts
         .iter()

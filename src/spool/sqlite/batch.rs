@@ -51,9 +51,11 @@ macro_rules! script_body {
             next_attempt_at = COALESCE(o.value->>'next_attempt_at', next_attempt_at),
             lease_until = NULL, updated_at = o.value->>'now'
         FROM jsonb_each(?) AS o WHERE recipients.id = o.value->>'recipient_id';
-        INSERT INTO attempts (recipient_id, started_at, duration_ms, upstream, reply, outcome)
+        INSERT INTO attempts (recipient_id, started_at, duration_ms, upstream, reply, outcome,
+            reply_code, reply_enhanced)
         SELECT o.value->>'recipient_id', o.value->>'started_at', o.value->>'duration_ms',
-            o.value->>'upstream', o.value->>'reply', o.value->>'state'
+            o.value->>'upstream', o.value->>'reply', o.value->>'state',
+            o.value->>'reply_code', o.value->>'reply_enhanced'
         FROM jsonb_each(?) AS o
         WHERE EXISTS (SELECT 1 FROM recipients WHERE id = o.value->>'recipient_id');
         UPDATE messages SET finished_at = ?
@@ -128,7 +130,9 @@ struct OutcomeRow<'a> {
     state: &'a str,
     held_by: Option<&'a str>,
     next_attempt_at: Option<i64>,
-    reply: &'a str,
+    reply: String,
+    reply_code: Option<u16>,
+    reply_enhanced: Option<String>,
     upstream: Option<&'a str>,
     started_at: i64,
     duration_ms: i64,
@@ -192,7 +196,9 @@ impl Batch<'_> {
                     state: record.state.name(),
                     held_by,
                     next_attempt_at,
-                    reply: &record.reply,
+                    reply: record.reply.to_string(),
+                    reply_code: record.reply.code(),
+                    reply_enhanced: record.reply.enhanced().map(|e| e.to_string()),
                     upstream: record.upstream.as_deref(),
                     started_at: record.started_at_ms,
                     duration_ms: record.duration_ms,

@@ -101,7 +101,8 @@ pub async fn details(
     .await
     .map_err(read_error)?;
     let attempts = sqlx::query(
-        "SELECT r.address, a.started_at, a.duration_ms, a.upstream, a.reply, a.outcome
+        "SELECT r.address, a.started_at, a.duration_ms, a.upstream, a.reply, a.outcome,
+                a.reply_code, a.reply_enhanced
          FROM attempts a JOIN recipients r ON r.id = a.recipient_id
          WHERE r.message_id = ?1 ORDER BY a.id",
     )
@@ -117,6 +118,8 @@ pub async fn details(
         upstream: a.get(3),
         reply: a.get(4),
         outcome: a.get(5),
+        reply_code: a.get(6),
+        reply_enhanced: a.get(7),
     })
     .collect();
     let rewrites: String = row.get(7);
