@@ -97,7 +97,7 @@ fn fifty_clients_times_twenty_messages_share_commits() {
         .collect();
     assert_eq!(acknowledged.len(), 1000);
     acknowledged.sort();
-    let stored: Vec<String> = spooled(&work.spool()).into_iter().map(|m| m.id).collect();
+    let stored = queued_ids(&work.spool());
     assert_eq!(
         stored, acknowledged,
         "every acknowledged message is in the spool"

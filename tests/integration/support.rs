@@ -1,5 +1,7 @@
 //! Helpers for the integration tests: run the real binary in a temporary directory, talk to it
-//! with real clients (Python's smtplib, swaks) or raw bytes, and look into its spool.
+//! with real clients (Python's smtplib, swaks) or raw bytes, and look into its spool the way an
+//! operator does (`smarthost queue ... --json`); only the counters, which no command shows,
+//! are read with SQL.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,8 +14,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
+use sqlx::ConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Row};
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_smarthost");
@@ -444,54 +446,98 @@ async fn open_spool(spool: &Path) -> sqlx::SqliteConnection {
         .expect("open spool")
 }
 
-/// Every message in the spool, oldest first (read with our own SQL, not the CLI).
-pub fn spooled(spool: &Path) -> Vec<Spooled> {
-    block_on(async {
-        let mut conn = open_spool(spool).await;
-        let rows = sqlx::query(
-            "SELECT m.id, m.sender, m.original_sender, m.submitter, m.client_addr, m.body_type, b.data
-             FROM messages m JOIN bodies b ON b.message_id = m.id ORDER BY m.id",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .expect("messages");
-        let mut result = Vec::new();
-        for row in rows {
-            let id: String = row.get(0);
-            let recipients = sqlx::query(
-                "SELECT address, state, attempts, next_attempt_at, original_address FROM recipients WHERE message_id = ? ORDER BY id",
-            )
-            .bind(&id)
-            .fetch_all(&mut conn)
-            .await
-            .expect("recipients")
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-            .collect();
-            result.push(Spooled {
-                id,
-                sender: row.get(1),
-                original_sender: row.get(2),
-                submitter: row.get(3),
-                client_addr: row.get(4),
-                body_type: row.get(5),
-                body: row.get(6),
-                recipients,
-            });
-        }
-        result
-    })
+/// Runs `smarthost queue ARGS --json` on `spool` (the operator's view, not our own SQL).
+fn queue_json_of(spool: &Path, args: &[&str]) -> Value {
+    let output = Command::new(BIN)
+        .arg("queue")
+        .args(args)
+        .args(["--json", "--spool"])
+        .arg(spool)
+        .output()
+        .expect("smarthost queue");
+    assert!(
+        output.status.success(),
+        "queue {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("queue --json")
 }
 
-/// The stored rewrite decisions of each message, oldest first.
+/// Every message in the spool, oldest first, as `queue list --state all --json` lists it.
+fn listed(spool: &Path) -> Vec<Value> {
+    match queue_json_of(spool, &["list", "--state", "all"])["messages"].as_array() {
+        Some(messages) => messages.clone(),
+        None => Vec::new(),
+    }
+}
+
+/// `queue show ID --json --body`.
+fn shown(spool: &Path, id: &str) -> Value {
+    queue_json_of(spool, &["show", id, "--body"])
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_string()
+}
+
+/// The IDs of every message in the spool, oldest first.
+pub fn queued_ids(spool: &Path) -> Vec<String> {
+    listed(spool).iter().map(|m| text(&m["id"])).collect()
+}
+
+/// Every message in the spool, oldest first. The body is the whole stored message while
+/// something is left to deliver, and its header section afterwards.
+pub fn spooled(spool: &Path) -> Vec<Spooled> {
+    listed(spool)
+        .iter()
+        .map(|m| {
+            let id = text(&m["id"]);
+            let details = shown(spool, &id);
+            let body = match details["body"].as_str() {
+                Some(body) => body,
+                None => details["headers"].as_str().unwrap_or_default(),
+            };
+            Spooled {
+                sender: text(&m["sender"]),
+                original_sender: text(&m["original_sender"]),
+                submitter: details["submitter"].as_str().map(String::from),
+                client_addr: details["client_addr"].as_str().map(String::from),
+                body_type: text(&details["body_type"]),
+                body: body.as_bytes().to_vec(),
+                recipients: m["recipients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (
+                            text(&r["address"]),
+                            text(&r["state"]),
+                            r["attempts"].as_i64().unwrap(),
+                            r["next_attempt_at_ms"].as_i64().unwrap(),
+                            text(&r["original_address"]),
+                        )
+                    })
+                    .collect(),
+                id,
+            }
+        })
+        .collect()
+}
+
+/// The stored rewrite decisions of each message, oldest first, one per line.
 pub fn rewrites(spool: &Path) -> Vec<String> {
-    block_on(async {
-        let mut conn = open_spool(spool).await;
-        sqlx::query_scalar("SELECT rewrites FROM messages ORDER BY id")
-            .fetch_all(&mut conn)
-            .await
-            .expect("rewrites")
-    })
+    queued_ids(spool)
+        .iter()
+        .map(|id| {
+            shown(spool, id)["rewrites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(text)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
 }
 
 /// A counter from the spool's `counters` table.
@@ -518,39 +564,39 @@ pub struct RecipientRow {
 
 /// Every recipient in the spool, in arrival order.
 pub fn recipient_rows(spool: &Path) -> Vec<RecipientRow> {
-    block_on(async {
-        let mut conn = open_spool(spool).await;
-        sqlx::query("SELECT address, state, attempts, last_reply, held_by FROM recipients ORDER BY message_id, id")
-            .fetch_all(&mut conn)
-            .await
-            .expect("recipients")
-            .into_iter()
-            .map(|r| RecipientRow {
-                address: r.get(0),
-                state: r.get(1),
-                attempts: r.get(2),
-                last_reply: r.get(3),
-                held_by: r.get(4),
-            })
-            .collect()
-    })
+    listed(spool)
+        .iter()
+        .flat_map(|m| m["recipients"].as_array().unwrap().clone())
+        .map(|r| RecipientRow {
+            address: text(&r["address"]),
+            state: text(&r["state"]),
+            attempts: r["attempts"].as_i64().unwrap(),
+            last_reply: r["last_reply"].as_str().map(String::from),
+            held_by: r["held_by"].as_str().map(String::from),
+        })
+        .collect()
 }
 
 /// Every delivery attempt: (recipient address, upstream, reply, outcome), oldest first.
 pub fn attempt_rows(spool: &Path) -> Vec<(String, Option<String>, String, String)> {
-    block_on(async {
-        let mut conn = open_spool(spool).await;
-        sqlx::query(
-            "SELECT r.address, a.upstream, a.reply, a.outcome FROM attempts a
-             JOIN recipients r ON r.id = a.recipient_id ORDER BY a.id",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .expect("attempts")
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect()
-    })
+    let mut attempts: Vec<(i64, (String, Option<String>, String, String))> = queued_ids(spool)
+        .iter()
+        .flat_map(|id| shown(spool, id)["attempts"].as_array().unwrap().clone())
+        .map(|a| {
+            (
+                a["started_at_ms"].as_i64().unwrap(),
+                (
+                    text(&a["recipient"]),
+                    a["upstream"].as_str().map(String::from),
+                    text(&a["reply"]),
+                    text(&a["outcome"]),
+                ),
+            )
+        })
+        .collect();
+    // Each message's attempts come in order; across messages, by when they started.
+    attempts.sort_by_key(|(started, _)| *started);
+    attempts.into_iter().map(|(_, attempt)| attempt).collect()
 }
 
 /// Polls `check` until it returns Some, for at most `limit`.
