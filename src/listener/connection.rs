@@ -40,15 +40,15 @@ pub struct SessionEnd {
 pub async fn run<S>(
     stream: S,
     peer: Peer,
-    intake: SessionContext,
+    context: SessionContext,
     mut shutdown: watch::Receiver<bool>,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut session = Session::new(intake.policy.clone(), peer);
-    intake.metrics.sessions.inc();
+    let mut session = Session::new(context.policy.clone(), peer);
+    context.metrics.sessions.inc();
     let mut input = Vec::with_capacity(COMMAND_READ_CHUNK);
     let mut output = Vec::with_capacity(1024);
     let mut quit = false;
@@ -56,29 +56,29 @@ where
     loop {
         match session.step(&mut input) {
             Step::Reply(reply) => {
-                count_refusal(&intake, &reply);
+                count_refusal(&context, &reply);
                 reply.write_to(&mut output);
             }
             Step::Message(submission) => {
                 let started = std::time::Instant::now();
-                let outcome = intake.policy.intake.accept(submission).await;
+                let outcome = context.policy.intake.accept(submission).await;
                 if let Err(refusal) = &outcome {
                     tracing::info!(peer = ?session.peer(), %refusal, "message refused");
                 }
                 let reply = session.queued(&outcome);
                 if outcome.is_ok() {
-                    intake.metrics.accepted.inc();
-                    intake
+                    context.metrics.accepted.inc();
+                    context
                         .metrics
                         .acceptance_seconds
                         .observe(started.elapsed().as_secs_f64());
                 }
-                count_refusal(&intake, &reply);
+                count_refusal(&context, &reply);
                 reply.write_to(&mut output);
             }
             Step::Close(reply) => {
                 quit = reply == reply::BYE;
-                count_refusal(&intake, &reply);
+                count_refusal(&context, &reply);
                 reply.write_to(&mut output);
                 let _ = writer.write_all(&output).await;
                 break;
@@ -92,7 +92,7 @@ where
                     ReadResult::Data => {}
                     ReadResult::Closed => break,
                     ReadResult::Stop(reply) => {
-                        count_refusal(&intake, &reply);
+                        count_refusal(&context, &reply);
                         tracing::info!(peer = ?session.peer(), reply = %reply.text, "closing session");
                         reply.write_to(&mut output);
                         let _ = writer.write_all(&output).await;
@@ -110,9 +110,9 @@ where
     }
 }
 
-fn count_refusal(intake: &SessionContext, reply: &Reply) {
+fn count_refusal(context: &SessionContext, reply: &Reply) {
     if let Some(reason) = refusal_reason(reply) {
-        intake.metrics.refuse(reason);
+        context.metrics.refuse(reason);
     }
 }
 

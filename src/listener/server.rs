@@ -65,7 +65,7 @@ impl Drop for PerIpSlot {
 /// the grace period for the others, and returns.
 pub async fn serve(
     listener: TcpListener,
-    intake: SessionContext,
+    context: SessionContext,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
 ) {
@@ -101,17 +101,17 @@ pub async fn serve(
             .and_then(|permit| Some((permit, per_ip.try_take(ip, limits.per_ip)?)));
         let Some((permit, slot)) = permits else {
             tracing::warn!(%ip, "connection refused: too many connections");
-            intake.metrics.refuse("rate");
+            context.metrics.refuse("rate");
             sessions.spawn(refuse(stream, reply::TOO_MANY_CONNECTIONS));
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let intake = intake.clone();
+        let context = context.clone();
         let shutdown = shutdown_rx.clone();
         sessions.spawn(async move {
             let _held: (OwnedSemaphorePermit, PerIpSlot) = (permit, slot);
             tracing::debug!(%ip, "session started");
-            connection::run(stream, Peer::Tcp(ip), intake, shutdown).await;
+            connection::run(stream, Peer::Tcp(ip), context, shutdown).await;
         });
     }
     drop(listener);

@@ -577,9 +577,12 @@ pub fn recipient_rows(spool: &Path) -> Vec<RecipientRow> {
         .collect()
 }
 
-/// Every delivery attempt: (recipient address, upstream, reply, outcome), oldest first.
-pub fn attempt_rows(spool: &Path) -> Vec<(String, Option<String>, String, String)> {
-    let mut attempts: Vec<(i64, (String, Option<String>, String, String))> = queued_ids(spool)
+/// One delivery attempt: (recipient address, upstream, reply, outcome).
+pub type AttemptRow = (String, Option<String>, String, String);
+
+/// Every delivery attempt, oldest first.
+pub fn attempt_rows(spool: &Path) -> Vec<AttemptRow> {
+    let mut attempts: Vec<(i64, AttemptRow)> = queued_ids(spool)
         .iter()
         .flat_map(|id| shown(spool, id)["attempts"].as_array().unwrap().clone())
         .map(|a| {
