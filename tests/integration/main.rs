@@ -7,6 +7,7 @@ mod durability;
 mod identity;
 mod intake;
 mod metrics;
+mod outbound;
 mod preflight;
 mod queue;
 mod relay_policy;

@@ -8,7 +8,10 @@ usage: upstream.py DIR [--user U --password P] [--no-implicit]
   DIR/script.json                  optional, re-read for every command:
       {"rcpt": {"addr": ["451 4.3.0 later", "250 OK"]},   replies in order, last one repeats
        "data": ["554 Message rejected: Email address is not verified."],
-       "delay_ms": 200}                               pause before answering DATA
+       "delay_ms": 200,                               pause before answering DATA
+       "ehlo_drop": ["8BITMIME", "SMTPUTF8"],         extensions not to advertise
+       "size": 102400,                                SIZE to advertise and enforce
+       "rcpt_limit": 50}                              452 4.5.3 past this many per transaction
   DIR/received.jsonl               one line per accepted message: mail_from, rcpt_tos,
                                    data (base64), tls, auth_user, listener
 Prints {"starttls": PORT, "implicit": PORT} once listening; runs until killed.
@@ -44,13 +47,38 @@ class Handler:
         # aiosmtpd reads pipelined commands in order but does not advertise it; SES and Postfix
         # do, so the relay's pipelined path is what these tests exercise.
         session.host_name = hostname
-        if self.script().get("pipelining", True):
+        script = self.script()
+        if script.get("pipelining", True):
             responses.insert(1, "250-PIPELINING")
+        if "size" in script:
+            server.data_size_limit = script["size"]
+            responses = [f"250-SIZE {script['size']}" if r.startswith("250-SIZE") else r
+                         for r in responses]
+        session.not_offered = set(script.get("ehlo_drop", []))
+        for extension in session.not_offered:
+            if extension == "SMTPUTF8":
+                server.enable_SMTPUTF8 = False
+            responses = [r for r in responses if r[4:].split(" ")[0] != extension]
+        if not responses[-1].startswith("250 "):
+            responses[-1] = "250 " + responses[-1][4:]
         return responses
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        with open(self.directory / "mail_from.jsonl", "a") as out:
+            out.write(json.dumps({"address": address, "options": mail_options}) + "\n")
+        # A strict server: what it did not offer it refuses (RFC 6152 3; RFC 1870 4).
+        if "8BITMIME" in getattr(session, "not_offered", ()) and "BODY=8BITMIME" in mail_options:
+            return "555 5.5.4 BODY=8BITMIME was not offered"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        replies = self.script().get("rcpt", {}).get(address)
+        script = self.script()
+        replies = script.get("rcpt", {}).get(address)
         reply = self.scripted(("rcpt", address), replies) if replies else "250 2.1.5 OK"
+        if len(envelope.rcpt_tos) >= script.get("rcpt_limit", 1 << 30):
+            reply = "452 4.5.3 Error: too many recipients"
         if reply.startswith("250"):
             envelope.rcpt_tos.append(address)
         return reply
@@ -61,6 +89,8 @@ class Handler:
             await asyncio.sleep(delay / 1000)
         replies = self.script().get("data")
         reply = self.scripted(("data",), replies) if replies else None
+        if "8BITMIME" in getattr(session, "not_offered", ()) and not envelope.original_content.isascii():
+            return "554 5.6.0 8-bit data without 8BITMIME"
         if reply and not reply.startswith("250"):
             return reply
         record = {
