@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::delivery::{self, Shared};
 use crate::intake::{Intake, Queue};
 use crate::listener::{self, ConnectionLimits, SessionContext, SessionPolicy};
+use crate::model::UpstreamSizes;
 use crate::spool::{DeliveryStore, OpenMode, SpoolWriter, SqliteQueue};
 use crate::sysexits as exit;
 use crate::telemetry::{self, Metrics};
@@ -50,10 +51,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let store = DeliveryStore::open(&config.spool, spool.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let wake = spool.commit_signal();
+    // The sessions' handle on the spool writer: moved in, so that the writer ends with them.
+    let intake = Arc::new(Intake::new(&config, Queue::Spool(spool)));
     let reloader = Reloader {
         path: config_path,
         store: store.clone(),
-        wake: spool.commit_signal(),
+        sizes: intake.upstream_sizes(),
+        wake,
         metrics: metrics.clone(),
     };
     let shared = reloader.shared(&config).map_err(anyhow::Error::msg)?;
@@ -99,7 +104,6 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         tracing::info!("shutdown requested");
         let _ = stop_tx.send(true);
     };
-    let intake = Arc::new(Intake::new(&config, Queue::Spool(spool)));
     let maildrop = start_maildrop(&config, &intake, &metrics, &stop_rx);
     tracing::info!(%address, spool = %config.spool.path.display(), hostname = %config.hostname,
         upstreams = config.delivery.upstreams.len(), "listening");
@@ -188,6 +192,7 @@ fn start_maildrop(
 struct Reloader {
     path: Option<PathBuf>,
     store: DeliveryStore,
+    sizes: Arc<UpstreamSizes>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
@@ -197,6 +202,7 @@ impl Reloader {
         Shared::new(
             config,
             self.store.clone(),
+            self.sizes.clone(),
             self.wake.clone(),
             self.metrics.clone(),
         )
@@ -217,6 +223,8 @@ impl Reloader {
         }
         match self.shared(&config) {
             Ok(new) => {
+                self.sizes
+                    .reconfigure(&config.delivery.upstream_size_limits());
                 let _ = shared.send(Arc::new(new));
                 tracing::info!(
                     upstreams = config.delivery.upstreams.len(),

@@ -44,19 +44,12 @@ impl Default for RawDelivery {
             poll_interval: "1s".into(),
             lease: "15m".into(),
             connections: 20,
-            hold_on: DEFAULT_HOLD_ON.iter().map(|s| s.to_string()).collect(),
+            // The known provider replies are built in (delivery/classify.rs); these are the
+            // operator's own additions.
+            hold_on: Vec::new(),
         }
     }
 }
-
-/// Replies that mean our own setup is wrong, not the message: AUTH required or refused, and
-/// Amazon SES's unverified-identity and unqualified-address refusals.
-const DEFAULT_HOLD_ON: &[&str] = &[
-    "530",
-    "535",
-    "Email address is not verified",
-    "Missing final '@domain'",
-];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,10 +68,25 @@ pub(super) struct RawUpstream {
     spf_include: Option<String>,
     #[serde(default)]
     spf_ips: Vec<String>,
+    max_message_size: Option<u64>,
+    #[serde(default = "default_max_messages_per_connection")]
+    max_messages_per_connection: u32,
+    #[serde(default = "default_max_connection_age")]
+    max_connection_age: String,
 }
 
 fn default_max_recipients() -> usize {
     50
+}
+
+/// AWS advises new connections to SES now and then: its endpoints sit behind load balancers
+/// whose instances come and go. Postfix reuses a connection for at most 300 s by default.
+fn default_max_messages_per_connection() -> u32 {
+    100
+}
+
+fn default_max_connection_age() -> String {
+    "5m".into()
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +114,13 @@ pub struct DeliveryConfig {
     /// Reply codes (three digits) or texts that hold mail as a configuration error.
     pub hold_on: Vec<String>,
     pub upstreams: Vec<Upstream>,
+}
+
+impl DeliveryConfig {
+    /// Each upstream's configured `max_message_size`, in order.
+    pub fn upstream_size_limits(&self) -> Vec<Option<u64>> {
+        self.upstreams.iter().map(|u| u.max_message_size).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +155,11 @@ pub struct Upstream {
     pub spf_include: Option<String>,
     /// Sample addresses this upstream sends from, for the SPF check.
     pub spf_ips: Vec<std::net::IpAddr>,
+    /// The largest message it takes, when known beforehand (its SIZE is learned on connect).
+    pub max_message_size: Option<u64>,
+    /// A connection is closed after this many messages or this age, not reused.
+    pub max_messages_per_connection: u32,
+    pub max_connection_age: Duration,
 }
 
 impl Upstream {
@@ -348,7 +368,22 @@ fn validate_upstream(index: usize, raw: RawUpstream) -> Result<Upstream, ConfigE
             "must be 0 (unlimited) or a positive rate",
         ));
     }
+    if raw.max_message_size == Some(0) {
+        return Err(invalid(
+            key("max_message_size"),
+            "must be a size in octets such as 10485760 (leave it out for no limit)",
+        ));
+    }
+    if raw.max_messages_per_connection == 0 {
+        return Err(invalid(
+            key("max_messages_per_connection"),
+            "must be at least 1",
+        ));
+    }
     Ok(Upstream {
+        max_message_size: raw.max_message_size,
+        max_messages_per_connection: raw.max_messages_per_connection,
+        max_connection_age: duration(&key("max_connection_age"), &raw.max_connection_age)?,
         host: raw.host,
         port: raw.port,
         tls,

@@ -1,119 +1,317 @@
-//! What a reply means for a recipient. The upstream's reply decides (2xx delivered, 4xx
-//! deferred, 5xx bounced), except for replies that say our own setup is wrong: those hold the
-//! mail instead of bouncing it, so one bad password never becomes a bounce storm.
+//! What a reply means for a recipient. The class of the reply decides (2xx delivered, 4xx
+//! deferred, 5xx bounced) except where a provider's reply is known to mean something else: a
+//! quota that refills over a day, a rate to slow down for, or our own setup being wrong — which
+//! holds the mail instead of bouncing it, so one bad IAM policy never becomes a bounce storm.
+//!
+//! The known replies are data (`RULES`), listed in README's provider table and tested one by
+//! one; `delivery.hold_on` adds the operator's own.
+
+use std::time::Duration;
 
 use crate::model::UpstreamReply;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     Delivered,
-    Deferred,
+    Deferred(Retry),
     Bounced,
     /// A configuration error: kept, logged and counted; tried again after a reload or restart.
     Held,
 }
 
-/// `hold_on` entries are three-digit codes (`535`) or texts matched case-insensitively
-/// (`Email address is not verified`).
+/// When a deferred recipient is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The ordinary backoff.
+    Backoff,
+    /// The backoff, and the upstream's send rate is halved for `throttle_period`.
+    SlowDown,
+    /// Not before this long (a daily quota): the upstream is also rested for as long.
+    After(Duration),
+}
+
+/// What a matching reply does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Retry,
+    SlowDown,
+    DeferFor(Duration),
+    Hold,
+    Bounce,
+}
+
+/// One known reply: codes `low..=high`, the enhanced status if given, and a text fragment
+/// matched case-insensitively if given. The first matching rule wins.
+pub struct Rule {
+    pub provider: &'static str,
+    pub codes: (u16, u16),
+    pub enhanced: Option<&'static str>,
+    pub text: Option<&'static str>,
+    pub action: Action,
+}
+
+/// SES's daily quota is a rolling 24-hour window: capacity comes back gradually, so an hour
+/// is long enough not to hammer and short enough not to sit on mail.
+const QUOTA_PAUSE: Duration = Duration::from_secs(3600);
+
+const fn rule(
+    provider: &'static str,
+    codes: (u16, u16),
+    enhanced: Option<&'static str>,
+    text: Option<&'static str>,
+    action: Action,
+) -> Rule {
+    Rule {
+        provider,
+        codes,
+        enhanced,
+        text,
+        action,
+    }
+}
+
+#[rustfmt::skip]
+pub const RULES: &[Rule] = &[
+    // Amazon SES (SMTP interface).
+    rule("Amazon SES", (454, 454), None, Some("daily message quota exceeded"), Action::DeferFor(QUOTA_PAUSE)),
+    rule("Amazon SES", (454, 454), None, Some("maximum sending rate exceeded"), Action::SlowDown),
+    rule("Amazon SES", (454, 454), None, Some("throttling"), Action::SlowDown),
+    rule("Amazon SES", (554, 554), None, Some("is not authorized to perform"), Action::Hold),
+    rule("Amazon SES", (554, 554), None, Some("access denied"), Action::Hold),
+    rule("Amazon SES", (554, 554), None, Some("email address is not verified"), Action::Hold),
+    rule("Amazon SES", (554, 554), None, Some("missing final '@domain'"), Action::Hold),
+    rule("Amazon SES", (554, 554), None, Some("sending paused"), Action::Hold),
+    // Google Workspace SMTP relay.
+    rule("Google Workspace", (550, 550), Some("5.4.5"), Some("daily"), Action::DeferFor(QUOTA_PAUSE)),
+    rule("Google Workspace", (550, 550), Some("5.7.0"), Some("mail relay denied"), Action::Hold),
+    // Microsoft 365.
+    rule("Microsoft 365", (550, 550), Some("5.7.60"), None, Action::Hold),
+    rule("Microsoft 365", (554, 554), Some("5.2.0"), Some("sendasdenied"), Action::Hold),
+    // Any provider: authentication required, too weak or refused (RFC 4954 6).
+    rule("any", (530, 530), None, None, Action::Hold),
+    rule("any", (534, 535), None, None, Action::Hold),
+];
+
+/// `hold_on` entries are three-digit codes (`535`) or texts matched case-insensitively.
 pub fn classify(reply: &UpstreamReply, hold_on: &[String]) -> Disposition {
     if reply.is_positive() {
         return Disposition::Delivered;
     }
-    if is_config_error(reply, hold_on) {
+    let text = reply.text.to_lowercase();
+    if held_by_operator_rule(reply, &text, hold_on) {
         return Disposition::Held;
     }
-    match reply.code {
-        500..=599 => Disposition::Bounced,
-        _ => Disposition::Deferred,
+    let action = RULES
+        .iter()
+        .find(|rule| rule.matches(reply, &text))
+        .map(|rule| rule.action)
+        .unwrap_or(match reply.code {
+            500..=599 => Action::Bounce,
+            _ => Action::Retry,
+        });
+    match action {
+        Action::Retry => Disposition::Deferred(Retry::Backoff),
+        Action::SlowDown => Disposition::Deferred(Retry::SlowDown),
+        Action::DeferFor(pause) => Disposition::Deferred(Retry::After(pause)),
+        Action::Hold => Disposition::Held,
+        Action::Bounce => Disposition::Bounced,
     }
 }
 
-fn is_config_error(reply: &UpstreamReply, hold_on: &[String]) -> bool {
-    let text = reply.text.to_lowercase();
+impl Rule {
+    fn matches(&self, reply: &UpstreamReply, lowercase_text: &str) -> bool {
+        (self.codes.0..=self.codes.1).contains(&reply.code)
+            && self
+                .enhanced
+                .is_none_or(|e| reply.enhanced.is_some_and(|got| got.to_string() == e))
+            && self.text.is_none_or(|t| lowercase_text.contains(t))
+    }
+}
+
+fn held_by_operator_rule(reply: &UpstreamReply, lowercase_text: &str, hold_on: &[String]) -> bool {
     hold_on.iter().any(|pattern| {
         if pattern.len() == 3 && pattern.bytes().all(|b| b.is_ascii_digit()) {
             pattern == &reply.code.to_string()
         } else {
-            text.contains(&pattern.to_lowercase())
+            lowercase_text.contains(&pattern.to_lowercase())
         }
     })
 }
 
-/// SES answers `454 Throttling failure: Maximum sending rate exceeded.` when we send too fast.
-pub fn is_throttling(reply: &UpstreamReply) -> bool {
-    let text = reply.text.to_lowercase();
-    reply.code == 454 && (text.contains("rate") || text.contains("throttl"))
+/// RFC 5321 4.5.3.1.10: `452` "too many recipients" asks for the rest in a new transaction.
+pub fn is_too_many_recipients(reply: &UpstreamReply) -> bool {
+    reply.code == 452
+        && (reply.enhanced.is_some_and(|e| e.to_string() == "4.5.3")
+            || reply.text.to_lowercase().contains("too many recipients"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::EnhancedStatus;
 
-    fn reply(code: u16, text: &str) -> UpstreamReply {
+    /// A reply as an upstream sends it: `code [x.y.z] text`.
+    fn reply(line: &str) -> UpstreamReply {
+        let (code, rest) = line.split_once(' ').unwrap();
+        let (enhanced, text) = match rest.split_once(' ') {
+            Some((status, text)) if status.split('.').count() == 3 => {
+                let mut parts = status.split('.').map(|p| p.parse::<u16>().unwrap());
+                (
+                    Some(EnhancedStatus {
+                        class: parts.next().unwrap() as u8,
+                        subject: parts.next().unwrap(),
+                        detail: parts.next().unwrap(),
+                    }),
+                    text,
+                )
+            }
+            _ => (None, rest),
+        };
         UpstreamReply {
-            code,
-            enhanced: None,
+            code: code.parse().unwrap(),
+            enhanced,
             text: text.into(),
         }
     }
 
-    fn defaults() -> Vec<String> {
-        [
-            "530",
-            "535",
-            "Email address is not verified",
-            "Missing final '@domain'",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    #[test]
+    fn provider_replies_decide_reply_by_reply() {
+        let quota = Disposition::Deferred(Retry::After(QUOTA_PAUSE));
+        let cases = [
+            ("250 2.0.0 Ok", Disposition::Delivered),
+            ("451 4.3.0 try again", Disposition::Deferred(Retry::Backoff)),
+            ("550 5.1.1 no such user", Disposition::Bounced),
+            (
+                "552 5.3.4 Message size exceeds fixed limit",
+                Disposition::Bounced,
+            ),
+            // Amazon SES
+            (
+                "454 Throttling failure: Maximum sending rate exceeded.",
+                Disposition::Deferred(Retry::SlowDown),
+            ),
+            (
+                "454 Throttling failure: Daily message quota exceeded.",
+                quota,
+            ),
+            (
+                "554 Access denied: User arn:aws:iam::123456789012:user/relay is not authorized to perform ses:SendRawEmail on resource arn:aws:ses:eu-west-1:123456789012:identity/example.com",
+                Disposition::Held,
+            ),
+            (
+                "554 Message rejected: Email address is not verified. The following identities failed the check in region EU-WEST-1: root@ip-10-0-0-1",
+                Disposition::Held,
+            ),
+            (
+                "554 Transaction failed: Missing final '@domain'",
+                Disposition::Held,
+            ),
+            (
+                "554 Sending paused for this account. For more information, please check the AWS SES console.",
+                Disposition::Held,
+            ),
+            (
+                "554 Transaction failed: Duplicate header 'Subject'.",
+                Disposition::Bounced,
+            ),
+            // Google Workspace
+            (
+                "550 5.4.5 Daily SMTP relay limit exceeded for customer. For more information on SMTP relay sending limits please contact your administrator",
+                quota,
+            ),
+            (
+                "550 5.7.0 Mail relay denied [192.0.2.10]. Invalid credentials for relay for one of the domains in: example.com",
+                Disposition::Held,
+            ),
+            (
+                "550 5.1.1 The email account that you tried to reach does not exist.",
+                Disposition::Bounced,
+            ),
+            // Microsoft 365
+            (
+                "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+                Disposition::Held,
+            ),
+            (
+                "554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied",
+                Disposition::Held,
+            ),
+            (
+                "452 4.3.1 Insufficient system resources",
+                Disposition::Deferred(Retry::Backoff),
+            ),
+            // Any provider
+            (
+                "535 5.7.8 Authentication credentials invalid",
+                Disposition::Held,
+            ),
+            ("530 5.7.0 Authentication required", Disposition::Held),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(classify(&reply(line), &[]), expected, "{line}");
+        }
     }
 
+    /// README's provider table lists every rule, in order, with what it does.
     #[test]
-    fn replies_decide_per_class() {
-        let hold = defaults();
-        let cases = [
-            (250, "2.0.0 Ok", Disposition::Delivered),
-            (451, "4.3.0 try again", Disposition::Deferred),
-            (
-                454,
-                "4.7.0 Throttling failure: Maximum sending rate exceeded.",
-                Disposition::Deferred,
-            ),
-            (550, "5.1.1 no such user", Disposition::Bounced),
-            (
-                554,
-                "Message rejected: Email address is not verified. The following identities failed the check",
-                Disposition::Held,
-            ),
-            (
-                554,
-                "Transaction failed: Missing final '@domain'",
-                Disposition::Held,
-            ),
-            (
-                535,
-                "5.7.8 Authentication credentials invalid",
-                Disposition::Held,
-            ),
-            (530, "5.7.0 Authentication required", Disposition::Held),
-        ];
-        for (code, text, expected) in cases {
-            assert_eq!(
-                classify(&reply(code, text), &hold),
-                expected,
-                "{code} {text}"
+    fn readme_lists_every_rule() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("### Provider replies")
+            .nth(1)
+            .expect("README has the provider table");
+        let mut rows = table.lines().filter(|l| l.starts_with("| ")).skip(1);
+        for rule in RULES {
+            let row = rows.next().expect("a row per rule");
+            let (low, high) = rule.codes;
+            let code = if low == high {
+                format!("`{low}")
+            } else {
+                format!("`{low}`–`{high}`")
+            };
+            let does = match rule.action {
+                Action::Retry => "defer",
+                Action::SlowDown => "halve the rate",
+                Action::DeferFor(_) => "defer 1 h",
+                Action::Hold => "hold",
+                Action::Bounce => "bounce",
+            };
+            assert!(row.starts_with(&format!("| {} | ", rule.provider)), "{row}");
+            assert!(row.contains(&code), "{row}");
+            assert!(rule.enhanced.is_none_or(|e| row.contains(e)), "{row}");
+            assert!(
+                rule.text.is_none_or(|t| row.contains(&format!("\"{t}\""))),
+                "{row}"
             );
+            assert!(row.contains(does), "{row}: {does}");
         }
     }
 
     #[test]
-    fn throttling_is_recognised() {
-        assert!(is_throttling(&reply(
-            454,
-            "Throttling failure: Maximum sending rate exceeded."
+    fn the_operator_can_hold_more() {
+        let hold_on = vec!["421".to_string(), "Domain not allowed".to_string()];
+        assert_eq!(classify(&reply("421 closing"), &hold_on), Disposition::Held);
+        assert_eq!(
+            classify(&reply("550 5.7.1 domain NOT ALLOWED here"), &hold_on),
+            Disposition::Held
+        );
+        assert_eq!(
+            classify(&reply("550 5.1.1 nobody"), &hold_on),
+            Disposition::Bounced
+        );
+    }
+
+    #[test]
+    fn too_many_recipients_is_recognised_by_status_or_text() {
+        assert!(is_too_many_recipients(&reply(
+            "452 4.5.3 Error: too many recipients"
         )));
-        assert!(!is_throttling(&reply(454, "4.7.0 TLS not available")));
-        assert!(!is_throttling(&reply(451, "rate")));
+        assert!(is_too_many_recipients(&reply("452 Too many recipients")));
+        assert!(!is_too_many_recipients(&reply(
+            "452 4.3.1 Insufficient system storage"
+        )));
+        assert!(!is_too_many_recipients(&reply(
+            "451 4.5.3 too many recipients"
+        )));
     }
 }

@@ -14,12 +14,16 @@ pub struct Failure<'a> {
     pub diagnostic: String,
     /// RFC 3463 status, e.g. `5.1.1`.
     pub status: EnhancedStatus,
+    /// The host name of the upstream that gave the reply (RFC 3464 2.3.5: a name, no port);
+    /// none when the reason is our own.
     pub remote_mta: Option<&'a str>,
 }
 
 pub struct Bounce<'a> {
-    /// Our public name: Reporting-MTA, the From domain and the Message-ID domain.
-    pub hostname: &'a str,
+    /// Our host name, given as Reporting-MTA and in the text.
+    pub reporting_mta: &'a str,
+    /// Our public mail domain: the From address and the Message-ID.
+    pub domain: &'a str,
     /// Where the bounce goes: `bounce_address`, or the original envelope sender.
     pub to: &'a str,
     pub original_id: &'a str,
@@ -32,17 +36,17 @@ pub struct Bounce<'a> {
 impl Bounce<'_> {
     pub fn into_message(self) -> NewMessage {
         let id = QueueId::generate();
-        let boundary = format!("{id}/{}", self.hostname);
+        let boundary = format!("{id}/{}", self.reporting_mta);
         let date = Utc::now().to_rfc2822();
         let arrival = DateTime::<Utc>::from_timestamp_millis(self.arrival_ms)
             .map(|t| t.to_rfc2822())
             .unwrap_or_default();
         let mut text = format!(
-            "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\n\
+            "From: Mail Delivery System <MAILER-DAEMON@{domain}>\r\n\
              To: <{to}>\r\n\
              Subject: Undelivered Mail Returned to Sender\r\n\
              Date: {date}\r\n\
-             Message-ID: <{id}@{host}>\r\n\
+             Message-ID: <{id}@{domain}>\r\n\
              Auto-Submitted: auto-replied\r\n\
              MIME-Version: 1.0\r\n\
              Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\
@@ -57,7 +61,8 @@ impl Bounce<'_> {
              Your message {original} from <{sender}> could not be delivered to one or more\r\n\
              recipients. The upstream relay's answer is given for each.\r\n\
              \r\n",
-            host = self.hostname,
+            host = self.reporting_mta,
+            domain = self.domain,
             to = self.to,
             original = self.original_id,
             sender = self.original_sender,
@@ -75,7 +80,7 @@ impl Bounce<'_> {
              Reporting-MTA: dns; {host}\r\n\
              X-Smarthost-Queue-ID: {original}\r\n\
              Arrival-Date: {arrival}\r\n",
-            host = self.hostname,
+            host = self.reporting_mta,
             original = self.original_id,
         ));
         for failure in &self.failures {
@@ -141,7 +146,8 @@ mod tests {
     fn dsn_parses_and_names_recipient_and_reply() {
         let original = b"From: cron@example.com\r\nSubject: nightly\r\n\r\nsecret body\r\n";
         let message = Bounce {
-            hostname: "relay.test",
+            reporting_mta: "relay.test",
+            domain: "example.com",
             to: "ops@example.com",
             original_id: "0ABC",
             original_sender: "cron@example.com",
@@ -155,7 +161,7 @@ mod tests {
                     subject: 1,
                     detail: 1,
                 },
-                remote_mta: Some("127.0.0.1:2587"),
+                remote_mta: Some("email-smtp.eu-west-1.amazonaws.com"),
             }],
         }
         .into_message();
@@ -172,6 +178,9 @@ mod tests {
             "Final-Recipient: rfc822; nobody@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
         ));
         assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"));
+        assert!(text.contains("Reporting-MTA: dns; relay.test\r\n"));
+        assert!(text.contains("Remote-MTA: dns; email-smtp.eu-west-1.amazonaws.com\r\n"));
+        assert!(text.starts_with("From: Mail Delivery System <MAILER-DAEMON@example.com>"));
         assert!(text.contains("Subject: nightly"));
         assert!(
             !text.contains("secret body"),

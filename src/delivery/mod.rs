@@ -7,6 +7,7 @@
 mod backoff;
 mod classify;
 mod dsn;
+mod outbound;
 mod rate;
 mod upstream;
 mod worker;
@@ -20,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Config, DeliveryConfig};
+use crate::model::UpstreamSizes;
 use crate::spool::{DeliveryStore, now_ms};
 use crate::telemetry::Metrics;
 use rate::RateLimiter;
@@ -29,9 +31,14 @@ pub use upstream::{Endpoint, Probe, Timeouts};
 pub struct Shared {
     generation: u64,
     config: DeliveryConfig,
-    hostname: String,
+    /// Our host name, which DSNs give as Reporting-MTA (RFC 3464 2.2.2).
+    reporting_mta: String,
+    /// The domain bounces come from (MAILER-DAEMON@) and their Message-IDs use.
+    bounce_domain: String,
     timeouts: Timeouts,
     upstreams: Vec<UpstreamState>,
+    /// What each upstream takes, for intake: learned from SIZE on every connection.
+    sizes: Arc<UpstreamSizes>,
     store: DeliveryStore,
     /// Wakes the scheduler: signalled by the spool writer after each commit that added mail
     /// (a submission or a bounce) not handed to a worker directly, so that it never waits for
@@ -77,6 +84,7 @@ impl Shared {
     pub fn new(
         config: &Config,
         store: DeliveryStore,
+        sizes: Arc<UpstreamSizes>,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Shared, String> {
@@ -102,13 +110,15 @@ impl Shared {
                 data: delivery.data_timeout,
             },
             config: delivery,
+            reporting_mta: config.upstream_helo.clone(),
             // Bounces leave under our public identity, never an internal host name.
-            hostname: config
+            bounce_domain: config
                 .rewrite
                 .sender_domain
                 .clone()
                 .unwrap_or_else(|| config.upstream_helo.clone()),
             upstreams,
+            sizes,
             store,
             wake,
             metrics,

@@ -17,9 +17,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::outbound::Capabilities;
 use crate::config::{Secret, TlsMode, Upstream};
 use crate::model::{EnhancedStatus, UpstreamReply};
-use crate::spool::BodyType;
 use crate::wire;
 
 /// The upstream's reply as mail-send read it, typed: the enhanced status apart from the text.
@@ -161,7 +161,7 @@ impl Endpoint {
             Client::Plain(_) => false,
         };
         let probe = Probe {
-            size: connection.size,
+            size: connection.capabilities.size.unwrap_or(0),
             expires_within_lookahead,
         };
         connection.quit().await;
@@ -216,11 +216,13 @@ impl Endpoint {
             client,
             timeouts,
             pipelining: false,
-            size: 0,
+            capabilities: Capabilities::default(),
+            opened: tokio::time::Instant::now(),
+            messages: 0,
         };
         // mail-send keeps the capabilities it saw to itself: ask once more, once per
-        // connection, whether commands may be pipelined (RFC 2920) and how large a message
-        // may be.
+        // connection, whether commands may be pipelined (RFC 2920), how large a message may
+        // be (RFC 1870) and whether 8-bit and UTF-8 may be sent (RFC 6152, RFC 6531).
         connection.set_timeout(timeouts.command);
         let capabilities = match &mut connection.client {
             Client::Tls(client) => client.ehlo(&self.helo).await,
@@ -228,7 +230,13 @@ impl Endpoint {
         };
         if let Ok(capabilities) = capabilities {
             connection.pipelining = capabilities.has_capability(smtp_proto::EXT_PIPELINING);
-            connection.size = capabilities.size;
+            connection.capabilities = Capabilities {
+                eight_bit_mime: capabilities.has_capability(smtp_proto::EXT_8BIT_MIME),
+                smtputf8: capabilities.has_capability(smtp_proto::EXT_SMTP_UTF8),
+                size: capabilities
+                    .has_capability(smtp_proto::EXT_SIZE)
+                    .then_some(capabilities.size),
+            };
         }
         Ok(connection)
     }
@@ -296,8 +304,10 @@ pub struct Connection {
     timeouts: Timeouts,
     /// The upstream takes MAIL, RCPT and DATA in one write (RFC 2920).
     pipelining: bool,
-    /// The SIZE it advertises (0: none).
-    size: usize,
+    capabilities: Capabilities,
+    /// For recycling: SES's endpoints sit behind load balancers whose instances are replaced.
+    opened: tokio::time::Instant,
+    messages: u32,
 }
 
 /// How a transaction ended when it did not end with replies for every recipient.
@@ -309,16 +319,27 @@ pub enum Broken {
     Lost(String),
 }
 
-/// The envelope of one transaction.
+/// The envelope of one transaction, with the body as prepared for this upstream.
 pub struct Transaction<'a> {
     pub sender: &'a str,
-    pub body_type: BodyType,
+    /// `BODY=8BITMIME`.
+    pub eight_bit_mime: bool,
     pub smtputf8: bool,
     pub recipients: &'a [&'a str],
     pub body: &'a [u8],
 }
 
 impl Connection {
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// Whether the connection has carried enough messages or lived long enough to be closed
+    /// instead of reused.
+    pub fn is_worn_out(&self, max_messages: u32, max_age: Duration) -> bool {
+        self.messages >= max_messages || self.opened.elapsed() >= max_age
+    }
+
     async fn command(&mut self, line: &str) -> Result<UpstreamReply, Broken> {
         let result = match &mut self.client {
             Client::Tls(client) => client.cmd(line.as_bytes()).await,
@@ -351,8 +372,13 @@ impl Connection {
         transaction: &Transaction<'_>,
     ) -> Result<Vec<UpstreamReply>, Broken> {
         self.set_timeout(self.timeouts.command);
+        self.messages += 1;
         let mut mail = format!("MAIL FROM:<{}>", transaction.sender);
-        if transaction.body_type == BodyType::EightBitMime {
+        // RFC 1870 6: SIZE only to a server that offers it.
+        if self.capabilities.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", transaction.body.len()));
+        }
+        if transaction.eight_bit_mime {
             mail.push_str(" BODY=8BITMIME");
         }
         if transaction.smtputf8 {

@@ -10,11 +10,12 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
 use super::Shared;
-use super::backoff::next_delay;
-use super::classify::{Disposition, classify, is_throttling};
+use super::backoff::{jitter, next_delay};
+use super::classify::{Disposition, Retry, classify, is_too_many_recipients};
 use super::dsn::{Bounce, Failure};
+use super::outbound::{Outbound, Spooled, Unsendable, Verdict, prepare};
 use super::upstream::{Broken, Connection, Transaction, Unusable};
-use crate::model::UpstreamReply;
+use crate::model::{EnhancedStatus, UpstreamReply};
 use crate::spool::{
     AttemptRecord, AttemptReply, ClaimedMessage, ClaimedRecipient, HeldBy, NewMessage,
     RecipientState, now_ms,
@@ -67,81 +68,151 @@ pub async fn run(
     connections.close_all().await;
 }
 
-/// What one attempt at a group of recipients came to.
-enum Attempt {
-    /// An upstream answered for every recipient.
-    Replies {
-        upstream: String,
-        replies: Vec<UpstreamReply>,
-    },
-    /// No upstream could take the message.
-    NoUpstream(Vec<UpstreamFailure>),
+/// What one attempt at a group of recipients came to: each recipient's disposition with the
+/// reply behind it, the upstream that answered (if any), and what was changed on the way out.
+struct Attempt {
+    upstream: Option<Answered>,
+    outcomes: Vec<(Disposition, AttemptReply)>,
+    changes: Vec<String>,
 }
 
+/// The upstream that answered: its name for the history, its host for DSNs' Remote-MTA.
+struct Answered {
+    name: String,
+    host: String,
+}
+
+/// Why one upstream did not answer for the recipients.
 struct UpstreamFailure {
     upstream: String,
-    reason: String,
-    config_error: bool,
+    cause: Cause,
+}
+
+enum Cause {
+    Unusable(Unusable),
+    Lost(String),
+    Unsendable(Unsendable),
 }
 
 impl Attempt {
-    /// The upstream that answered, and each recipient's disposition with the reply behind it.
-    /// When no upstream could be used, every recipient shares the reasons: held if any was a
-    /// configuration error, deferred otherwise.
-    fn outcomes(
-        &self,
-        hold_on: &[String],
-        recipients: usize,
-    ) -> (Option<String>, Vec<(Disposition, AttemptReply)>) {
-        match self {
-            Attempt::Replies { upstream, replies } => (
-                Some(upstream.clone()),
-                replies
-                    .iter()
-                    .map(|r| (classify(r, hold_on), AttemptReply::Upstream(r.clone())))
-                    .collect(),
-            ),
-            Attempt::NoUpstream(failures) => {
-                let text = failures
-                    .iter()
-                    .map(|f| format!("{}: {}", f.upstream, f.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let disposition = if failures.iter().any(|f| f.config_error) {
+    fn answered(
+        shared: &Shared,
+        index: usize,
+        replies: Vec<UpstreamReply>,
+        changes: Vec<String>,
+    ) -> Attempt {
+        let upstream = &shared.upstreams[index].endpoint.upstream;
+        Attempt {
+            upstream: Some(Answered {
+                name: upstream.name(),
+                host: upstream.host.clone(),
+            }),
+            outcomes: replies
+                .into_iter()
+                .map(|reply| {
+                    let disposition = classify(&reply, &shared.config.hold_on);
+                    (disposition, AttemptReply::Upstream(reply))
+                })
+                .collect(),
+            changes,
+        }
+    }
+
+    /// No upstream could take the message; every recipient shares the reasons. Held if any
+    /// was a configuration error; if every upstream was up but none could carry the message
+    /// as it is, what the reasons say (bounce, or hold for an upstream that could); deferred
+    /// otherwise.
+    fn no_upstream(failures: Vec<UpstreamFailure>, recipients: usize) -> Attempt {
+        let reason = failures
+            .iter()
+            .map(|f| {
+                let cause = match &f.cause {
+                    Cause::Unusable(unusable) => unusable.to_string(),
+                    Cause::Lost(reason) => reason.clone(),
+                    Cause::Unsendable(unsendable) => unsendable.to_string(),
+                };
+                format!("{}: {cause}", f.upstream)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let unsendable: Vec<&Unsendable> = failures
+            .iter()
+            .filter_map(|f| match &f.cause {
+                Cause::Unsendable(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        let config_error = failures
+            .iter()
+            .any(|f| matches!(&f.cause, Cause::Unusable(u) if u.is_config_error()));
+        let (disposition, status) = match unsendable.first() {
+            _ if config_error => (Disposition::Held, TRANSIENT_LOCAL),
+            Some(first) if unsendable.len() == failures.len() => {
+                let hold = unsendable.iter().any(|u| u.verdict() == Verdict::Hold);
+                let disposition = if hold {
                     Disposition::Held
                 } else {
-                    Disposition::Deferred
+                    Disposition::Bounced
                 };
-                (
-                    None,
-                    vec![(disposition, AttemptReply::Local(text)); recipients],
-                )
+                (disposition, first.status())
             }
+            _ => (Disposition::Deferred(Retry::Backoff), TRANSIENT_LOCAL),
+        };
+        Attempt {
+            upstream: None,
+            outcomes: vec![(disposition, AttemptReply::Local { reason, status }); recipients],
+            changes: Vec::new(),
         }
     }
 }
 
+/// RFC 3463 4.4.1: no answer from host (for our own reasons that are not final).
+const TRANSIENT_LOCAL: EnhancedStatus = EnhancedStatus {
+    class: 4,
+    subject: 4,
+    detail: 1,
+};
+
+/// RFC 3463 5.4.7: delivery time expired.
+const EXPIRED: EnhancedStatus = EnhancedStatus {
+    class: 5,
+    subject: 4,
+    detail: 7,
+};
+
 async fn deliver(shared: &Shared, connections: &mut Connections, message: ClaimedMessage) {
     let chunk_size = shared.max_recipients_per_transaction();
+    // One jitter for the whole message: recipients deferred together stay together.
+    let jitter = jitter();
+    let spooled = Spooled {
+        body: &message.body,
+        body_type: message.body_type,
+        smtputf8: message.smtputf8,
+        envelope_needs_utf8: !message.sender.is_ascii()
+            || message.recipients.iter().any(|r| !r.address.is_ascii()),
+    };
     for chunk in message.recipients.chunks(chunk_size) {
         let started_at_ms = now_ms();
         let started = Instant::now();
-        let attempt = attempt(shared, connections, &message, chunk).await;
+        let attempt = attempt(shared, connections, &message, &spooled, chunk).await;
         let duration_ms = started.elapsed().as_millis() as i64;
-        let (upstream, outcomes) = attempt.outcomes(&shared.config.hold_on, chunk.len());
+        let upstream = attempt.upstream.as_ref().map(|a| a.name.clone());
         let mut records = Vec::with_capacity(chunk.len());
-        for (recipient, (disposition, reply)) in chunk.iter().zip(outcomes) {
-            let state = decide(
+        let mut expired = Vec::with_capacity(chunk.len());
+        for (recipient, (disposition, reply)) in chunk.iter().zip(attempt.outcomes) {
+            let decision = decide(
                 shared,
                 &message,
                 recipient,
                 disposition,
                 &reply,
                 upstream.as_deref(),
+                jitter,
             );
+            expired.push(decision.expired);
             records.push(AttemptRecord {
                 recipient_id: recipient.id,
-                state,
+                state: decision.state,
                 reply,
                 upstream: upstream.clone(),
                 started_at_ms,
@@ -149,10 +220,11 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
             });
         }
         count(shared, &message, &records, upstream.as_deref());
-        let bounce = bounce_for(shared, &message, chunk, &records, upstream.as_deref());
+        let remote_mta = attempt.upstream.as_ref().map(|a| a.host.as_str());
+        let bounce = bounce_for(shared, &message, chunk, &records, &expired, remote_mta);
         let result = shared
             .store
-            .record(&message.id, records, bounce, now_ms())
+            .record(&message.id, records, bounce, attempt.changes, now_ms())
             .await;
         if let Err(error) = result {
             // The lease runs out and the recipients are tried again: a possible duplicate,
@@ -189,23 +261,38 @@ fn count(
     }
 }
 
-/// One DSN for the recipients of this attempt that bounced, if any did.
+/// One DSN for the recipients of this attempt that bounced, if any did. A recipient whose
+/// queue lifetime ran out is reported as such (5.4.7), with the last reply.
 fn bounce_for(
     shared: &Shared,
     message: &ClaimedMessage,
     chunk: &[ClaimedRecipient],
     records: &[AttemptRecord],
-    upstream: Option<&str>,
+    expired: &[bool],
+    remote_mta: Option<&str>,
 ) -> Option<NewMessage> {
+    let lifetime = humantime::format_duration(shared.config.queue_lifetime);
     let failures: Vec<Failure> = chunk
         .iter()
         .zip(records)
-        .filter(|(_, record)| record.state == RecipientState::Bounced)
-        .map(|(recipient, record)| Failure {
+        .zip(expired)
+        .filter(|((_, record), _)| record.state == RecipientState::Bounced)
+        .map(|((recipient, record), &expired)| Failure {
             recipient: &recipient.address,
-            diagnostic: record.reply.to_string(),
-            status: record.reply.status(),
-            remote_mta: upstream,
+            diagnostic: if expired {
+                format!(
+                    "delivery time expired: not delivered within the queue lifetime of {lifetime}; last reply: {}",
+                    record.reply
+                )
+            } else {
+                record.reply.to_string()
+            },
+            status: if expired {
+                EXPIRED
+            } else {
+                record.reply.status()
+            },
+            remote_mta: record.reply.code().and(remote_mta),
         })
         .collect();
     if failures.is_empty() {
@@ -217,7 +304,8 @@ fn bounce_for(
         .as_deref()
         .unwrap_or(&message.sender);
     let bounce = Bounce {
-        hostname: &shared.hostname,
+        reporting_mta: &shared.reporting_mta,
+        domain: &shared.bounce_domain,
         to,
         original_id: &message.id,
         original_sender: &message.sender,
@@ -230,6 +318,21 @@ fn bounce_for(
     Some(bounce)
 }
 
+/// A recipient's next state, and whether it bounced because its queue lifetime ran out.
+struct Decision {
+    state: RecipientState,
+    expired: bool,
+}
+
+impl From<RecipientState> for Decision {
+    fn from(state: RecipientState) -> Decision {
+        Decision {
+            state,
+            expired: false,
+        }
+    }
+}
+
 /// Turns a classified reply into the recipient's next state, logging it.
 fn decide(
     shared: &Shared,
@@ -238,7 +341,8 @@ fn decide(
     disposition: Disposition,
     reply: &AttemptReply,
     upstream: Option<&str>,
-) -> RecipientState {
+    jitter: f64,
+) -> Decision {
     let id = &message.id;
     let address = &recipient.address;
     let upstream = upstream.unwrap_or("-");
@@ -246,40 +350,98 @@ fn decide(
     match disposition {
         Disposition::Delivered => {
             tracing::info!(queue_id = %id, recipient = %address, %upstream, %reply, "delivered");
-            RecipientState::Delivered
+            RecipientState::Delivered.into()
         }
         Disposition::Held => {
             tracing::error!(queue_id = %id, recipient = %address, %upstream, %reply,
-                "held: the upstream refused our configuration; fix it and reload (SIGHUP)");
-            RecipientState::Held(HeldBy::Config)
+                "held: our configuration cannot deliver it; fix it and reload (SIGHUP)");
+            RecipientState::Held(HeldBy::Config).into()
         }
         Disposition::Bounced if is_bounce => {
             tracing::error!(queue_id = %id, recipient = %address, %upstream, %reply,
                 "a bounce could not be delivered; held for inspection, not bounced again");
-            RecipientState::Held(HeldBy::Bounce)
+            RecipientState::Held(HeldBy::Bounce).into()
         }
         Disposition::Bounced => {
             tracing::warn!(queue_id = %id, recipient = %address, %upstream, %reply, "bounced");
-            RecipientState::Bounced
+            RecipientState::Bounced.into()
         }
-        Disposition::Deferred => {
+        Disposition::Deferred(retry) => {
             let age = Duration::from_millis((now_ms() - message.received_at_ms).max(0) as u64);
             if age >= shared.config.queue_lifetime {
                 tracing::warn!(queue_id = %id, recipient = %address, %reply, "queue lifetime exceeded");
-                return if is_bounce {
-                    RecipientState::Held(HeldBy::Bounce)
-                } else {
-                    RecipientState::Bounced
+                if is_bounce {
+                    return RecipientState::Held(HeldBy::Bounce).into();
+                }
+                return Decision {
+                    state: RecipientState::Bounced,
+                    expired: true,
                 };
             }
-            let delay = next_delay(&shared.config.retry, recipient.attempts + 1);
+            let backoff = next_delay(&shared.config.retry, recipient.attempts + 1, jitter);
+            let delay = match retry {
+                Retry::After(pause) => pause.max(backoff),
+                Retry::Backoff | Retry::SlowDown => backoff,
+            };
             tracing::warn!(queue_id = %id, recipient = %address, %upstream, %reply,
                 retry_in = ?delay, "deferred");
             RecipientState::Deferred {
                 next_attempt_at_ms: now_ms() + delay.as_millis() as i64,
             }
+            .into()
         }
     }
+}
+
+/// How a transaction, with the new transactions that a recipient limit asked for, ended.
+enum Rounds {
+    /// A reply for every recipient.
+    Answered(Vec<UpstreamReply>),
+    /// The connection broke before any recipient was answered.
+    Broken(Broken),
+    /// The connection broke after some recipients were answered in an earlier round: their
+    /// replies stand (they may already be delivered); the rest are `None`.
+    Partial(Vec<Option<UpstreamReply>>, Broken),
+}
+
+/// Sends the transaction; recipients refused with "too many recipients" (RFC 5321
+/// 4.5.3.1.10) go again at once in a new transaction on the same connection, for as long as
+/// each round gets some recipient answered.
+async fn send_in_rounds(
+    connection: &mut Connection,
+    sender: &str,
+    outbound: &Outbound<'_>,
+    addresses: &[&str],
+) -> Rounds {
+    let mut replies: Vec<Option<UpstreamReply>> = vec![None; addresses.len()];
+    let mut pending: Vec<usize> = (0..addresses.len()).collect();
+    // Each round answers at least one recipient, so this ends within `addresses.len()` rounds.
+    while !pending.is_empty() {
+        let round: Vec<&str> = pending.iter().map(|&i| addresses[i]).collect();
+        let transaction = Transaction {
+            sender,
+            eight_bit_mime: outbound.eight_bit_mime,
+            smtputf8: outbound.smtputf8,
+            recipients: &round,
+            body: &outbound.body,
+        };
+        let got = match connection.send(&transaction).await {
+            Ok(got) => got,
+            Err(broken) if replies.iter().all(Option::is_none) => return Rounds::Broken(broken),
+            Err(broken) => return Rounds::Partial(replies, broken),
+        };
+        let progress = got.iter().any(|r| !is_too_many_recipients(r));
+        let mut again = Vec::new();
+        for (index, reply) in pending.into_iter().zip(got) {
+            if progress && is_too_many_recipients(&reply) {
+                again.push(index);
+            } else {
+                replies[index] = Some(reply);
+            }
+        }
+        pending = again;
+    }
+    Rounds::Answered(replies.into_iter().flatten().collect())
 }
 
 /// Tries the upstreams in order until one answers for every recipient of this chunk.
@@ -287,16 +449,10 @@ async fn attempt(
     shared: &Shared,
     connections: &mut Connections,
     message: &ClaimedMessage,
+    spooled: &Spooled<'_>,
     chunk: &[ClaimedRecipient],
 ) -> Attempt {
     let addresses: Vec<&str> = chunk.iter().map(|r| r.address.as_str()).collect();
-    let transaction = Transaction {
-        sender: &message.sender,
-        body_type: message.body_type,
-        smtputf8: message.smtputf8,
-        recipients: &addresses,
-        body: &message.body,
-    };
     let mut failures = Vec::new();
     for index in shared.upstream_order() {
         let upstream = &shared.upstreams[index];
@@ -307,52 +463,134 @@ async fn attempt(
             let (mut connection, reused) = match connections.open.remove(&index) {
                 Some(connection) if !fresh_retry => (connection, true),
                 _ => match upstream.endpoint.connect(shared.timeouts).await {
-                    Ok(connection) => (connection, false),
+                    Ok(connection) => {
+                        let size = connection.capabilities().size.map(|s| s as u64);
+                        shared.sizes.learn(index, size);
+                        (connection, false)
+                    }
                     Err(unusable) => {
                         note_unusable(shared, index, &name, &unusable).await;
                         failures.push(UpstreamFailure {
                             upstream: name.clone(),
-                            reason: unusable.to_string(),
-                            config_error: unusable.is_config_error(),
+                            cause: Cause::Unusable(unusable),
                         });
                         break;
                     }
                 },
             };
-            match connection.send(&transaction).await {
-                Ok(replies) => {
-                    upstream.mark_up();
-                    if replies.iter().any(is_throttling) {
-                        tracing::warn!(upstream = %name, "throttled by the upstream; halving the send rate");
-                        upstream.rate.throttle(shared.config.throttle_period).await;
-                    }
+            let outbound = match prepare(spooled, connection.capabilities()) {
+                Ok(outbound) => outbound,
+                Err(unsendable) => {
+                    tracing::warn!(queue_id = %message.id, upstream = %name, reason = %unsendable,
+                        "this upstream cannot take the message; trying the next one");
                     connections.open.insert(index, connection);
-                    return Attempt::Replies {
-                        upstream: name,
-                        replies,
-                    };
-                }
-                Err(Broken::Lost(reason)) if reused => {
-                    tracing::debug!(upstream = %name, %reason, "idle connection was closed; reconnecting");
-                }
-                Err(broken) => {
-                    let reason = match broken {
-                        Broken::ServiceUnavailable(reply) => reply.to_string(),
-                        Broken::Lost(reason) => format!("connection lost: {reason}"),
-                    };
-                    tracing::warn!(upstream = %name, %reason, "upstream failed during the transaction");
-                    upstream.mark_down(shared.config.upstream_cooldown);
                     failures.push(UpstreamFailure {
                         upstream: name.clone(),
-                        reason,
-                        config_error: false,
+                        cause: Cause::Unsendable(unsendable),
                     });
                     break;
                 }
-            }
+            };
+            let lost = match send_in_rounds(&mut connection, &message.sender, &outbound, &addresses)
+                .await
+            {
+                Rounds::Answered(replies) => {
+                    upstream.mark_up();
+                    let changes = outbound.changes;
+                    keep_or_retire(shared, connections, index, connection).await;
+                    let attempt = Attempt::answered(shared, index, replies, changes);
+                    steer_by_replies(shared, index, &attempt).await;
+                    return attempt;
+                }
+                Rounds::Partial(replies, broken) => {
+                    let reason = lost_reason(broken);
+                    tracing::warn!(upstream = %name, %reason, "upstream failed between transactions");
+                    upstream.mark_down(shared.config.upstream_cooldown);
+                    let mut attempt =
+                        Attempt::answered(shared, index, Vec::new(), outbound.changes);
+                    attempt.outcomes = replies
+                        .into_iter()
+                        .map(|reply| match reply {
+                            Some(reply) => (
+                                classify(&reply, &shared.config.hold_on),
+                                AttemptReply::Upstream(reply),
+                            ),
+                            None => (
+                                Disposition::Deferred(Retry::Backoff),
+                                AttemptReply::Local {
+                                    reason: format!("{name}: {reason}"),
+                                    status: TRANSIENT_LOCAL,
+                                },
+                            ),
+                        })
+                        .collect();
+                    return attempt;
+                }
+                Rounds::Broken(Broken::Lost(reason)) if reused => {
+                    tracing::debug!(upstream = %name, %reason, "idle connection was closed; reconnecting");
+                    continue;
+                }
+                Rounds::Broken(broken) => lost_reason(broken),
+            };
+            tracing::warn!(upstream = %name, reason = %lost, "upstream failed during the transaction");
+            upstream.mark_down(shared.config.upstream_cooldown);
+            failures.push(UpstreamFailure {
+                upstream: name.clone(),
+                cause: Cause::Lost(lost),
+            });
+            break;
         }
     }
-    Attempt::NoUpstream(failures)
+    Attempt::no_upstream(failures, chunk.len())
+}
+
+fn lost_reason(broken: Broken) -> String {
+    match broken {
+        Broken::ServiceUnavailable(reply) => reply.to_string(),
+        Broken::Lost(reason) => format!("connection lost: {reason}"),
+    }
+}
+
+/// Back in the pool, unless the connection has carried enough messages or lived long enough
+/// (`max_messages_per_connection`, `max_connection_age`).
+async fn keep_or_retire(
+    shared: &Shared,
+    connections: &mut Connections,
+    index: usize,
+    connection: Connection,
+) {
+    let upstream = &shared.upstreams[index].endpoint.upstream;
+    if connection.is_worn_out(
+        upstream.max_messages_per_connection,
+        upstream.max_connection_age,
+    ) {
+        tracing::debug!(upstream = %upstream.name(), "connection recycled");
+        connection.quit().await;
+    } else {
+        connections.open.insert(index, connection);
+    }
+}
+
+/// A throttling reply halves the upstream's rate for a while; a quota reply rests it for as
+/// long as the recipients wait, so that other mail fails over instead of hitting the quota.
+async fn steer_by_replies(shared: &Shared, index: usize, attempt: &Attempt) {
+    let upstream = &shared.upstreams[index];
+    let name = upstream.endpoint.upstream.name();
+    for (disposition, _) in &attempt.outcomes {
+        match disposition {
+            Disposition::Deferred(Retry::SlowDown) => {
+                tracing::warn!(upstream = %name, "throttled by the upstream; halving the send rate");
+                upstream.rate.throttle(shared.config.throttle_period).await;
+                return;
+            }
+            Disposition::Deferred(Retry::After(pause)) => {
+                tracing::warn!(upstream = %name, pause = ?pause, "upstream quota exhausted; resting it");
+                upstream.mark_down(*pause);
+                return;
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn note_unusable(shared: &Shared, index: usize, name: &str, unusable: &Unusable) {

@@ -22,12 +22,13 @@ mod submission;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use refusal::{Refusal, Role};
 pub use submission::{Client, LocalUser, Submission};
 
 use crate::config::Config;
-use crate::model::{Address, BodyType, QueueId, ReversePath};
+use crate::model::{Address, BodyType, QueueId, ReversePath, UpstreamSizes};
 use crate::policy::{RelayDecision, SenderDomains, TrustedNetworks, routing_trick};
 use crate::rewrite::{MissingFrom, Rewriter};
 use crate::spool::{NewMessage, Origin, SpoolWriter, now_ms};
@@ -46,7 +47,10 @@ pub struct Intake {
     rewriter: Rewriter,
     trusted_networks: TrustedNetworks,
     sender_domains: SenderDomains,
+    /// `smtp.max_message_size`.
     max_message_size: u64,
+    /// What the upstreams take; delivery keeps it current in the daemon.
+    upstream_sizes: Arc<UpstreamSizes>,
     queue: Queue,
 }
 
@@ -58,7 +62,22 @@ impl Intake {
             trusted_networks: config.smtp.trusted_networks.clone(),
             sender_domains: config.smtp.allowed_sender_domains.clone(),
             max_message_size: config.smtp.limits.max_message_size,
+            upstream_sizes: Arc::new(UpstreamSizes::new(&config.delivery.upstream_size_limits())),
             queue,
+        }
+    }
+
+    /// The upstream size limits this intake obeys, for delivery to keep current.
+    pub fn upstream_sizes(&self) -> Arc<UpstreamSizes> {
+        self.upstream_sizes.clone()
+    }
+
+    /// The largest message accepted now: `smtp.max_message_size`, or less when no upstream
+    /// would take that much (what is bigger would only bounce later).
+    pub fn max_message_size(&self) -> u64 {
+        match self.upstream_sizes.largest() {
+            Some(upstream) => upstream.min(self.max_message_size),
+            None => self.max_message_size,
         }
     }
 
@@ -150,10 +169,9 @@ impl Intake {
         if submission.recipients.is_empty() {
             return Err(Refusal::NoRecipients);
         }
-        if submission.message.len() as u64 > self.max_message_size {
-            return Err(Refusal::TooBig {
-                limit: self.max_message_size,
-            });
+        let limit = self.max_message_size();
+        if submission.message.len() as u64 > limit {
+            return Err(Refusal::TooBig { limit });
         }
         if submission.message.contains(&0) {
             return Err(Refusal::ContainsNul);

@@ -55,7 +55,9 @@ pub enum Refusal {
     NoRoute { recipient: String },
     #[error("no recipients")]
     NoRecipients,
-    #[error("message is larger than {limit} bytes (smtp.max_message_size)")]
+    #[error(
+        "message is larger than {limit} bytes (smtp.max_message_size, or the most any upstream takes)"
+    )]
     TooBig { limit: u64 },
     #[error("message contains NUL bytes")]
     ContainsNul,

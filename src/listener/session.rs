@@ -229,7 +229,7 @@ impl Session {
             250,
             format!(
                 "{hostname}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8",
-                self.policy.limits.max_message_size
+                self.policy.intake.max_message_size()
             ),
         ))
     }
@@ -243,7 +243,7 @@ impl Session {
         }
         if params
             .size
-            .is_some_and(|size| size > self.policy.limits.max_message_size)
+            .is_some_and(|size| size > self.policy.intake.max_message_size())
         {
             return self.error(reply::MESSAGE_TOO_BIG);
         }
@@ -301,7 +301,7 @@ impl Session {
             None => self.error(reply::NEED_MAIL),
             Some(t) if t.recipients.is_empty() => self.error(reply::NO_VALID_RECIPIENTS),
             Some(_) => {
-                self.mode = Mode::Data(DataReceiver::new(self.policy.limits.max_message_size));
+                self.mode = Mode::Data(DataReceiver::new(self.policy.intake.max_message_size()));
                 Step::Reply(reply::START_DATA)
             }
         }

@@ -8,6 +8,7 @@ mod internal_names;
 mod queue_id;
 mod reply;
 mod upstream_reply;
+mod upstream_sizes;
 
 pub use address::{Address, AddressError, ReversePath, parse_forward_path, parse_reverse_path};
 pub use body_type::BodyType;
@@ -15,3 +16,4 @@ pub use internal_names::{DEFAULT_INTERNAL_SUFFIXES, InternalNames, is_private};
 pub use queue_id::QueueId;
 pub use reply::Reply;
 pub use upstream_reply::{EnhancedStatus, UpstreamReply};
+pub use upstream_sizes::UpstreamSizes;

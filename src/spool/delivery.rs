@@ -74,34 +74,35 @@ pub struct ClaimedRecipient {
 pub enum AttemptReply {
     /// The upstream's answer for this recipient.
     Upstream(UpstreamReply),
-    /// No upstream answered; our own account of why (unreachable, TLS, AUTH, queue lifetime).
-    Local(String),
+    /// No upstream answered, or none could take the message: our own account of why
+    /// (unreachable, TLS, AUTH, SMTPUTF8 not offered, too big), with the RFC 3463 status a
+    /// bounce would report.
+    Local {
+        reason: String,
+        status: EnhancedStatus,
+    },
 }
 
 impl AttemptReply {
     pub fn code(&self) -> Option<u16> {
         match self {
             AttemptReply::Upstream(reply) => Some(reply.code),
-            AttemptReply::Local(_) => None,
+            AttemptReply::Local { .. } => None,
         }
     }
 
     pub fn enhanced(&self) -> Option<EnhancedStatus> {
         match self {
             AttemptReply::Upstream(reply) => reply.enhanced,
-            AttemptReply::Local(_) => None,
+            AttemptReply::Local { .. } => None,
         }
     }
 
-    /// The RFC 3463 status a bounce reports: the upstream's, or 5.0.0 for our own reasons.
+    /// The RFC 3463 status a bounce reports: the upstream's, or ours.
     pub fn status(&self) -> EnhancedStatus {
         match self {
             AttemptReply::Upstream(reply) => reply.status(),
-            AttemptReply::Local(_) => EnhancedStatus {
-                class: 5,
-                subject: 0,
-                detail: 0,
-            },
+            AttemptReply::Local { status, .. } => *status,
         }
     }
 }
@@ -110,7 +111,7 @@ impl fmt::Display for AttemptReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttemptReply::Upstream(reply) => reply.fmt(f),
-            AttemptReply::Local(reason) => f.write_str(reason),
+            AttemptReply::Local { reason, .. } => f.write_str(reason),
         }
     }
 }

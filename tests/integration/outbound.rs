@@ -109,9 +109,7 @@ fn cron_output_with_a_long_line_is_reencoded_and_reads_the_same() {
         received
             .iter()
             .map(data)
-            .find(|body| {
-                MessageParser::default().parse(body).unwrap().subject() == Some(subject)
-            })
+            .find(|body| MessageParser::default().parse(body).unwrap().subject() == Some(subject))
             .unwrap_or_else(|| panic!("{subject} delivered"))
     };
     for (subject, expected) in [
@@ -119,7 +117,11 @@ fn cron_output_with_a_long_line_is_reencoded_and_reads_the_same() {
         ("report", format!("{}\nend\n", "x".repeat(3000))),
     ] {
         let body = by_subject(subject);
-        assert!(longest_line(&body) <= 998, "{subject}: {}", longest_line(&body));
+        assert!(
+            longest_line(&body) <= 998,
+            "{subject}: {}",
+            longest_line(&body)
+        );
         let parsed = MessageParser::default().parse(&body).unwrap();
         assert_eq!(
             parsed.parts[0].content_transfer_encoding(),
@@ -242,7 +244,11 @@ fn a_utf8_address_is_bounced_by_an_upstream_without_smtputf8_and_declared_where_
     );
     let id = queue_id(sent["data"][1].as_str().unwrap());
     let dsn = upstream.wait_for(2, WAIT);
-    assert_eq!(dsn[1]["mail_from"], "<>", "a DSN, not the message: {}", dsn[1]);
+    assert_eq!(
+        dsn[1]["mail_from"], "<>",
+        "a DSN, not the message: {}",
+        dsn[1]
+    );
     let text = String::from_utf8_lossy(&data(&dsn[1])).to_string();
     assert!(text.contains("Status: 5.6.7"), "{text}");
     assert!(text.contains("SMTPUTF8"), "{text}");
@@ -280,7 +286,9 @@ fn size_is_declared_and_mail_no_upstream_takes_is_refused_while_the_client_waits
     let received = upstream.wait_for(1, WAIT);
     let options = received[0]["mail_options"].as_array().unwrap();
     assert!(
-        options.iter().any(|o| o.as_str().unwrap().starts_with("SIZE=")),
+        options
+            .iter()
+            .any(|o| o.as_str().unwrap().starts_with("SIZE=")),
         "{options:?}"
     );
 
@@ -336,7 +344,10 @@ fn a_recipient_limit_is_met_by_a_new_transaction_at_once() {
         .collect();
     assert_eq!(sizes, [50, 10], "two transactions");
     let rows = final_states(&work, 60);
-    assert!(rows.iter().all(|r| r.state == "delivered" && r.attempts == 1));
+    assert!(
+        rows.iter()
+            .all(|r| r.state == "delivered" && r.attempts == 1)
+    );
 }
 
 #[test]

@@ -17,14 +17,13 @@ fn policy_with_errors(trusted: &[&str], senders: &[&str], max_errors: u32) -> Ar
             .join(", ")
     };
     let config = Config::from_toml(&format!(
-        "hostname = \"relay.test\"\n[smtp]\ntrusted_networks = [{}]\nallowed_sender_domains = [{}]\n[rewrite.aliases]\nroot = \"ops@example.com\"\n",
+        "hostname = \"relay.test\"\n[smtp]\nmax_message_size = 100\ntrusted_networks = [{}]\nallowed_sender_domains = [{}]\n[rewrite.aliases]\nroot = \"ops@example.com\"\n",
         list(trusted),
         list(senders)
     ))
     .unwrap();
     let mut limits = config.smtp.limits.clone();
     limits.max_recipients = 3;
-    limits.max_message_size = 100;
     limits.max_errors = max_errors;
     // These transcripts never hand a message on, so the queue is never reached.
     let queue = Queue::Daemon {

@@ -58,6 +58,10 @@ macro_rules! script_body {
             o.value->>'reply_code', o.value->>'reply_enhanced'
         FROM jsonb_each(?) AS o
         WHERE EXISTS (SELECT 1 FROM recipients WHERE id = o.value->>'recipient_id');
+        UPDATE messages SET rewrites = CASE WHEN messages.rewrites = '' THEN n.value->>'notes'
+                ELSE messages.rewrites || char(10) || (n.value->>'notes') END
+        FROM jsonb_each(?) AS n
+        WHERE messages.id = n.value->>'id' AND instr(messages.rewrites, n.value->>'notes') = 0;
         UPDATE messages SET finished_at = ?
         WHERE id IN (SELECT value FROM jsonb_each(?)) AND finished_at IS NULL
           AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = messages.id
@@ -122,6 +126,13 @@ struct MessageRow<'a> {
 struct RecipientRow<'a> {
     address: &'a str,
     original_address: &'a str,
+}
+
+/// What delivery changed in a message on the way out.
+#[derive(Serialize)]
+struct NotesRow<'a> {
+    id: &'a str,
+    notes: &'a str,
 }
 
 #[derive(Serialize)]
@@ -219,6 +230,16 @@ impl Batch<'_> {
             .iter()
             .map(|o| o.message_id.as_str())
             .collect();
+        let notes: Vec<NotesRow> = self
+            .outcomes
+            .iter()
+            .filter_map(|o| {
+                o.notes.as_deref().map(|notes| NotesRow {
+                    id: &o.message_id,
+                    notes,
+                })
+            })
+            .collect();
         let now = self.outcomes.iter().map(|o| o.now_ms).max().unwrap_or(0);
 
         let (messages, outcomes, outcome_ids) =
@@ -231,6 +252,7 @@ impl Batch<'_> {
             .bind(messages) // INSERT INTO recipients
             .bind(outcomes.clone()) // UPDATE recipients
             .bind(outcomes) // INSERT INTO attempts
+            .bind(json(&notes)) // UPDATE messages SET rewrites
             .bind(now) // UPDATE messages SET finished_at ...
             .bind(outcome_ids.clone()) // ... of these messages
             .bind(outcome_ids) // UPDATE bodies

@@ -111,7 +111,9 @@ impl DeliveryStore {
     }
 
     /// Records one attempt's outcomes for a message's recipients, and the bounce they caused,
-    /// atomically: a bounce is queued exactly when its recipients are marked bounced. Returns
+    /// atomically: a bounce is queued exactly when its recipients are marked bounced. What
+    /// delivery changed in the message on the way out (`changes`) joins its rewrite notes,
+    /// once. Returns
     /// once the spool writer has them; it commits them with the next batch (group commit with
     /// parallel deliveries and new mail), so the worker goes on without waiting for the disk.
     pub async fn record(
@@ -119,12 +121,14 @@ impl DeliveryStore {
         message_id: &str,
         records: Vec<AttemptRecord>,
         bounce: Option<NewMessage>,
+        changes: Vec<String>,
         now_ms: i64,
     ) -> Result<(), SpoolError> {
         let outcome = Outcome {
             message_id: message_id.to_string(),
             records,
             bounce,
+            notes: (!changes.is_empty()).then(|| changes.join("\n")),
             now_ms,
         };
         self.spool.record(outcome).await

@@ -11,6 +11,8 @@ pub(super) struct Outcome {
     pub records: Vec<AttemptRecord>,
     /// The DSN this attempt produced, inserted in the same transaction.
     pub bounce: Option<NewMessage>,
+    /// What delivery changed on the way out, one note per line, for the rewrite notes.
+    pub notes: Option<String>,
     pub now_ms: i64,
 }
 
