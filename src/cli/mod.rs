@@ -6,6 +6,7 @@ mod preflight;
 mod queue;
 mod sendmail;
 mod serve;
+mod ses_password;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -80,6 +81,12 @@ enum Command {
     },
     /// Validate the configuration and exit.
     CheckConfig,
+    /// Print the Amazon SES SMTP password for the IAM secret access key on standard input.
+    SesPassword {
+        /// The SES region the password is for, such as eu-west-1.
+        #[arg(long, value_name = "REGION")]
+        region: String,
+    },
 }
 
 /// Entry point after argv[0] dispatch: `smarthost <command>`.
@@ -125,6 +132,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Queue { command } => with_config(config_path, spool, |c| queue::run(&c, command)),
         Command::CheckConfig => check_config::run(config_path, spool),
+        Command::SesPassword { region } => ses_password::run(&region),
     }
 }
 

@@ -60,6 +60,10 @@ pub(super) struct RawUpstream {
     username: Option<String>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
+    /// Amazon SES: the SMTP password is derived from this IAM secret for `ses_region`.
+    aws_secret_key_env: Option<String>,
+    aws_secret_key_file: Option<PathBuf>,
+    ses_region: Option<String>,
     ca_file: Option<PathBuf>,
     #[serde(default = "default_max_recipients")]
     max_recipients: usize,
@@ -176,26 +180,53 @@ pub struct Credentials {
     pub password: PasswordSource,
 }
 
-/// Where an upstream's password comes from (never the config file itself).
+/// Where an upstream's password comes from.
 #[derive(Debug, Clone)]
 pub enum PasswordSource {
+    /// The SMTP password itself.
+    Given(SecretSource),
+    /// Amazon SES's SMTP password for `region`, derived from an IAM secret access key.
+    SesSmtp {
+        secret_key: SecretSource,
+        region: String,
+    },
+}
+
+impl PasswordSource {
+    /// Reads (and derives) the password now. Errors name the config key.
+    pub fn load(&self) -> Result<Secret, ConfigError> {
+        match self {
+            PasswordSource::Given(source) => source.load(),
+            PasswordSource::SesSmtp { secret_key, region } => {
+                let secret = secret_key.load()?;
+                Ok(Secret(super::ses_smtp::smtp_password(
+                    secret.expose(),
+                    region,
+                )))
+            }
+        }
+    }
+}
+
+/// Where a secret comes from (never the config file itself).
+#[derive(Debug, Clone)]
+pub enum SecretSource {
     /// An environment variable of the delivering process.
     Env { variable: String, key: String },
     /// A file, trailing newline removed; it should be readable by the daemon's user only.
     File { path: PathBuf, key: String },
 }
 
-impl PasswordSource {
-    /// Reads the password now. Errors name the config key. A file that group or others may
-    /// read works, with a warning.
+impl SecretSource {
+    /// Reads the secret now. A file that group or others may read works, with a warning.
     pub fn load(&self) -> Result<Secret, ConfigError> {
         match self {
-            PasswordSource::Env { variable, key } => std::env::var(variable)
+            SecretSource::Env { variable, key } => std::env::var(variable)
                 .ok()
                 .filter(|value| !value.is_empty())
                 .map(Secret)
                 .ok_or_else(|| invalid(key, format!("environment variable {variable} is not set"))),
-            PasswordSource::File { path, key } => read_password_file(path, key).map(Secret),
+            SecretSource::File { path, key } => read_password_file(path, key).map(Secret),
         }
     }
 }
@@ -306,28 +337,49 @@ fn validate_upstream(index: usize, raw: RawUpstream) -> Result<Upstream, ConfigE
     // Only the source is checked here; the secret itself is read by the process that
     // delivers (and by preflight's probe), so that submitting and reading the queue never
     // need it (a cron job's user cannot read the daemon's password file or environment).
-    let password = match (raw.password_env, raw.password_file) {
-        (Some(_), Some(_)) => {
+    let given = secret_source(&key, "password", raw.password_env, raw.password_file)?;
+    let aws_secret = secret_source(
+        &key,
+        "aws_secret_key",
+        raw.aws_secret_key_env,
+        raw.aws_secret_key_file,
+    )?;
+    let password = match (given, aws_secret, raw.ses_region) {
+        (Some(_), Some(_), _) => {
             return Err(invalid(
-                key("password_env"),
-                "give password_env or password_file, not both",
+                key("aws_secret_key_env"),
+                "give password_env/password_file or aws_secret_key_env/aws_secret_key_file, not both",
             ));
         }
-        (Some(variable), None) if variable.is_empty() || variable.contains('=') => {
+        (Some(_), None, Some(_)) => {
             return Err(invalid(
-                key("password_env"),
-                format!("'{variable}' is not an environment variable name"),
+                key("ses_region"),
+                "derives the password from aws_secret_key_env/aws_secret_key_file; with a password given, leave it out",
             ));
         }
-        (Some(variable), None) => Some(PasswordSource::Env {
-            variable,
-            key: key("password_env"),
-        }),
-        (None, Some(path)) => Some(PasswordSource::File {
-            path,
-            key: key("password_file"),
-        }),
-        (None, None) => None,
+        (None, Some(_), None) => {
+            return Err(invalid(
+                key("ses_region"),
+                "is needed with aws_secret_key_env/aws_secret_key_file: SES derives the SMTP password per region",
+            ));
+        }
+        (None, None, Some(_)) => {
+            return Err(invalid(
+                key("ses_region"),
+                "needs aws_secret_key_env or aws_secret_key_file to derive the password from",
+            ));
+        }
+        (None, Some(_), Some(region)) if !super::ses_smtp::is_region(&region) => {
+            return Err(invalid(
+                key("ses_region"),
+                format!("'{region}' is not an AWS region such as eu-west-1"),
+            ));
+        }
+        (None, Some(secret_key), Some(region)) => {
+            Some(PasswordSource::SesSmtp { secret_key, region })
+        }
+        (Some(source), None, None) => Some(PasswordSource::Given(source)),
+        (None, None, None) => None,
     };
     let credentials = match (raw.username, password) {
         (Some(username), Some(password)) => Some(Credentials { username, password }),
@@ -335,7 +387,7 @@ fn validate_upstream(index: usize, raw: RawUpstream) -> Result<Upstream, ConfigE
         (Some(_), None) => {
             return Err(invalid(
                 key("username"),
-                "needs password_env or password_file",
+                "needs password_env or password_file (or, for SES, aws_secret_key_env or aws_secret_key_file with ses_region)",
             ));
         }
         (None, Some(_)) => {
@@ -402,6 +454,35 @@ fn validate_upstream(index: usize, raw: RawUpstream) -> Result<Upstream, ConfigE
         max_messages_per_second: (raw.max_messages_per_second > 0.0)
             .then_some(raw.max_messages_per_second),
     })
+}
+
+/// `NAME_env` or `NAME_file`, validated; neither is `None`.
+fn secret_source(
+    key: &impl Fn(&str) -> String,
+    name: &str,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<SecretSource>, ConfigError> {
+    let (env_key, file_key) = (key(&format!("{name}_env")), key(&format!("{name}_file")));
+    match (env, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            env_key,
+            format!("give {name}_env or {name}_file, not both"),
+        )),
+        (Some(variable), None) if variable.is_empty() || variable.contains('=') => Err(invalid(
+            env_key,
+            format!("'{variable}' is not an environment variable name"),
+        )),
+        (Some(variable), None) => Ok(Some(SecretSource::Env {
+            variable,
+            key: env_key,
+        })),
+        (None, Some(path)) => Ok(Some(SecretSource::File {
+            path,
+            key: file_key,
+        })),
+        (None, None) => Ok(None),
+    }
 }
 
 fn is_loopback(host: &str) -> bool {

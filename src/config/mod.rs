@@ -13,11 +13,14 @@ use crate::policy::{SenderDomains, TrustedNetworks};
 
 mod delivery;
 mod rewrite;
+mod ses_smtp;
 
 pub use delivery::{
-    Credentials, DeliveryConfig, PasswordSource, RetryPolicy, Secret, TlsMode, Upstream,
+    Credentials, DeliveryConfig, PasswordSource, RetryPolicy, Secret, SecretSource, TlsMode,
+    Upstream,
 };
 pub use rewrite::RewriteConfig;
+pub use ses_smtp::{is_region, smtp_password as ses_smtp_password};
 
 /// Where `--config` points when it is not given, if the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smarthost/smarthost.toml";

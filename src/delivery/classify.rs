@@ -101,9 +101,7 @@ pub fn classify(reply: &UpstreamReply, hold_on: &[String]) -> Disposition {
     if held_by_operator_rule(reply, &text, hold_on) {
         return Disposition::Held;
     }
-    let action = RULES
-        .iter()
-        .find(|rule| rule.matches(reply, &text))
+    let action = matching_rule(reply, &text)
         .map(|rule| rule.action)
         .unwrap_or(match reply.code {
             500..=599 => Action::Bounce,
@@ -116,6 +114,17 @@ pub fn classify(reply: &UpstreamReply, hold_on: &[String]) -> Disposition {
         Action::Hold => Disposition::Held,
         Action::Bounce => Disposition::Bounced,
     }
+}
+
+fn matching_rule(reply: &UpstreamReply, lowercase_text: &str) -> Option<&'static Rule> {
+    RULES
+        .iter()
+        .find(|rule| rule.matches(reply, lowercase_text))
+}
+
+/// Whose known reply this is ("Amazon SES"), for the log line that explains a hold or pause.
+pub fn known_from(reply: &UpstreamReply) -> Option<&'static str> {
+    matching_rule(reply, &reply.text.to_lowercase()).map(|rule| rule.provider)
 }
 
 impl Rule {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::backoff::{jitter, next_delay};
-use super::classify::{Disposition, Retry, classify, is_too_many_recipients};
+use super::classify::{Disposition, Retry, classify, is_too_many_recipients, known_from};
 use super::dsn::{Bounce, Failure};
 use super::outbound::{Outbound, Spooled, Unsendable, Verdict, prepare};
 use super::upstream::{Broken, Connection, Transaction, Unusable};
@@ -347,13 +347,18 @@ fn decide(
     let address = &recipient.address;
     let upstream = upstream.unwrap_or("-");
     let is_bounce = message.sender.is_empty();
+    let known = match reply {
+        AttemptReply::Upstream(reply) => known_from(reply),
+        AttemptReply::Local { .. } => None,
+    }
+    .unwrap_or("-");
     match disposition {
         Disposition::Delivered => {
             tracing::info!(queue_id = %id, recipient = %address, %upstream, %reply, "delivered");
             RecipientState::Delivered.into()
         }
         Disposition::Held => {
-            tracing::error!(queue_id = %id, recipient = %address, %upstream, %reply,
+            tracing::error!(queue_id = %id, recipient = %address, %upstream, %reply, %known,
                 "held: our configuration cannot deliver it; fix it and reload (SIGHUP)");
             RecipientState::Held(HeldBy::Config).into()
         }
@@ -383,7 +388,7 @@ fn decide(
                 Retry::After(pause) => pause.max(backoff),
                 Retry::Backoff | Retry::SlowDown => backoff,
             };
-            tracing::warn!(queue_id = %id, recipient = %address, %upstream, %reply,
+            tracing::warn!(queue_id = %id, recipient = %address, %upstream, %reply, %known,
                 retry_in = ?delay, "deferred");
             RecipientState::Deferred {
                 next_attempt_at_ms: now_ms() + delay.as_millis() as i64,

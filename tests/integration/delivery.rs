@@ -520,6 +520,14 @@ fn queue_lifetime_bounces_and_a_failed_bounce_is_held_not_bounced() {
         text.contains("451 4.3.0 still busy"),
         "the last reply is in the DSN"
     );
+    // It says why it failed (RFC 3463 5.4.7) and names both MTAs by host name (RFC 3464).
+    assert!(text.contains("Status: 5.4.7\r\n"), "{text}");
+    assert!(text.contains("queue lifetime of 2s"), "{text}");
+    assert!(
+        text.contains("Reporting-MTA: dns; relay.test\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Remote-MTA: dns; 127.0.0.1\r\n"), "{text}");
 
     // A bounce (null sender) that fails permanently is held, never bounced again.
     let result = smtplib_send(

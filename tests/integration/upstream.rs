@@ -58,11 +58,16 @@ impl Upstream {
 
     /// With a fixed STARTTLS port (one the relay was told about before this started).
     pub fn start_on(certs: &Certs, starttls_port: u16) -> Upstream {
+        Upstream::start_as(certs, starttls_port, USER, PASSWORD)
+    }
+
+    /// Taking AUTH from `user` with `password` only.
+    pub fn start_as(certs: &Certs, starttls_port: u16, user: &str, password: &str) -> Upstream {
         let dir = certs.dir.path().to_path_buf();
         let mut child = Command::new("python3")
             .arg(peer("upstream.py"))
             .arg(&dir)
-            .args(["--user", USER, "--password", PASSWORD])
+            .args(["--user", user, "--password", password])
             .args(["--starttls-port", &starttls_port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
