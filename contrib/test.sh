@@ -2,8 +2,9 @@
 # Runs every test. First installs the real peers the tests talk to, when missing:
 # swaks (Debian) for `sendmail -bs`; knot (Debian) as the DNS server for preflight;
 # python3 for smtplib clients and sqlite3 locking;
-# aiosmtpd (PyPI) as the upstream relay, cryptography (PyPI) for its test CA, and
-# prometheus-client (PyPI) whose OpenMetrics parser reads our /metrics.
+# aiosmtpd (PyPI) as the upstream relay, cryptography (PyPI) for its test CA,
+# prometheus-client (PyPI) whose OpenMetrics parser reads our /metrics, and moto[server]
+# (PyPI, with boto3) as the SESv2 API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ python_missing=()
 python3 -c "import aiosmtpd" 2>/dev/null || python_missing+=(aiosmtpd)
 python3 -c "import cryptography" 2>/dev/null || python_missing+=(cryptography)
 python3 -c "import prometheus_client" 2>/dev/null || python_missing+=(prometheus-client)
+{ python3 -c "import moto.server, boto3, flask_cors" 2>/dev/null && command -v moto_server >/dev/null 2>&1; } \
+  || python_missing+=("moto[server]")
 if [ "${#python_missing[@]}" -gt 0 ]; then
   python3 -m pip install --quiet --disable-pip-version-check "${python_missing[@]}"
 fi

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::config::Transport;
 use crate::sysexits as exit;
 
 pub fn run(path: Option<PathBuf>, spool: Option<PathBuf>) -> ExitCode {
@@ -15,15 +16,17 @@ pub fn run(path: Option<PathBuf>, spool: Option<PathBuf>) -> ExitCode {
             println!("  trusted networks: {}", networks.join(", "));
             println!("  spool:            {}", config.spool.path.display());
             for upstream in &config.delivery.upstreams {
-                let auth = match &upstream.credentials {
-                    Some(credentials) => format!("AUTH as {}", credentials.username),
-                    None => "no AUTH".into(),
+                let how = match &upstream.transport {
+                    Transport::Smtp(server) => {
+                        let auth = match &server.credentials {
+                            Some(credentials) => format!("AUTH as {}", credentials.username),
+                            None => "no AUTH".into(),
+                        };
+                        format!("{:?}, {auth}", server.tls)
+                    }
+                    Transport::SesApi(_) => "HTTPS, credentials from the AWS chain".into(),
                 };
-                println!(
-                    "  upstream:         {} ({:?}, {auth})",
-                    upstream.name(),
-                    upstream.tls
-                );
+                println!("  upstream:         {} ({how})", upstream.name());
             }
             if config.delivery.upstreams.is_empty() {
                 println!("  upstream:         none: mail is queued, not delivered");

@@ -61,7 +61,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         wake,
         metrics: metrics.clone(),
     };
-    let shared = reloader.shared(&config).map_err(anyhow::Error::msg)?;
+    let shared = reloader.shared(&config).await.map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(config.smtp.listen)
         .await
         .with_context(|| format!("cannot listen on {} (smtp.listen)", config.smtp.listen))?;
@@ -98,7 +98,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             tokio::select! {
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
-                _ = hangup.recv() => reloader.reload(&shared_tx),
+                _ = hangup.recv() => reloader.reload(&shared_tx).await,
             }
         }
         tracing::info!("shutdown requested");
@@ -198,7 +198,7 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn shared(&self, config: &Config) -> Result<Shared, String> {
+    async fn shared(&self, config: &Config) -> Result<Shared, String> {
         Shared::new(
             config,
             self.store.clone(),
@@ -206,11 +206,12 @@ impl Reloader {
             self.wake.clone(),
             self.metrics.clone(),
         )
+        .await
     }
 
     /// SIGHUP: read the configuration again and hand delivery its new settings. An invalid
     /// file is reported and the running configuration kept.
-    fn reload(&self, shared: &watch::Sender<Arc<Shared>>) {
+    async fn reload(&self, shared: &watch::Sender<Arc<Shared>>) {
         let config = match Config::load(self.path.as_deref()) {
             Ok(config) => config,
             Err(error) => {
@@ -221,7 +222,7 @@ impl Reloader {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
-        match self.shared(&config) {
+        match self.shared(&config).await {
             Ok(new) => {
                 self.sizes
                     .reconfigure(&config.delivery.upstream_size_limits());

@@ -14,13 +14,15 @@ use crate::policy::{SenderDomains, TrustedNetworks};
 mod delivery;
 mod rewrite;
 mod ses_smtp;
+mod upstream;
 
-pub use delivery::{
-    Credentials, DeliveryConfig, PasswordSource, RetryPolicy, Secret, SecretSource, TlsMode,
-    Upstream,
-};
+pub use delivery::{DeliveryConfig, RetryPolicy};
 pub use rewrite::RewriteConfig;
 pub use ses_smtp::{is_region, smtp_password as ses_smtp_password};
+pub use upstream::{
+    Credentials, PasswordSource, Secret, SecretSource, SesApi, SmtpServer, TlsMode, Transport,
+    Upstream,
+};
 
 /// Where `--config` points when it is not given, if the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smarthost/smarthost.toml";
@@ -71,7 +73,7 @@ struct RawConfig {
     sendmail: RawSendmail,
     /// `[[upstream]]` tables, in priority order.
     #[serde(default)]
-    upstream: Vec<delivery::RawUpstream>,
+    upstream: Vec<upstream::RawUpstream>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::model::UpstreamReply;
+use crate::model::{ApiReply, UpstreamReply};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -92,6 +92,67 @@ pub const RULES: &[Rule] = &[
     rule("any", (534, 535), None, None, Action::Hold),
 ];
 
+/// One known SESv2 API error: its code, and a message fragment matched case-insensitively if
+/// given. The first matching rule wins; codes not listed are retried.
+pub struct ApiRule {
+    pub code: &'static str,
+    pub text: Option<&'static str>,
+    pub action: Action,
+}
+
+const fn api_rule(code: &'static str, text: Option<&'static str>, action: Action) -> ApiRule {
+    ApiRule { code, text, action }
+}
+
+/// SESv2 reports an unverified sender as `MessageRejected` ("Email address is not verified";
+/// moto says "Did not have authority to send from email"): our setup, so it holds; other
+/// rejections are about the message and bounce.
+#[rustfmt::skip]
+pub const API_RULES: &[ApiRule] = &[
+    api_rule("TooManyRequestsException", None, Action::SlowDown),
+    api_rule("ThrottlingException", None, Action::SlowDown),
+    api_rule("Throttling", None, Action::SlowDown),
+    api_rule("LimitExceededException", Some("daily"), Action::DeferFor(QUOTA_PAUSE)),
+    api_rule("LimitExceededException", None, Action::SlowDown),
+    api_rule("MessageRejected", Some("not verified"), Action::Hold),
+    api_rule("MessageRejected", Some("did not have authority"), Action::Hold),
+    api_rule("MessageRejected", None, Action::Bounce),
+    api_rule("MailFromDomainNotVerifiedException", None, Action::Hold),
+    api_rule("AccessDeniedException", None, Action::Hold),
+    api_rule("AccessDenied", None, Action::Hold),
+    api_rule("SendingPausedException", None, Action::Hold),
+    api_rule("AccountSuspendedException", None, Action::Hold),
+    api_rule("NotFoundException", None, Action::Hold),
+    api_rule("UnrecognizedClientException", None, Action::Hold),
+    api_rule("InvalidClientTokenId", None, Action::Hold),
+    api_rule("SignatureDoesNotMatch", None, Action::Hold),
+    api_rule("ExpiredTokenException", None, Action::Hold),
+    api_rule("BadRequestException", None, Action::Bounce),
+];
+
+/// What an API error means for the recipients of the call.
+pub fn classify_api(reply: &ApiReply) -> Disposition {
+    let Some(code) = reply.error_code.as_deref() else {
+        return Disposition::Delivered;
+    };
+    let text = reply.message.to_lowercase();
+    let action = API_RULES
+        .iter()
+        .find(|rule| rule.code == code && rule.text.is_none_or(|t| text.contains(t)))
+        .map_or(Action::Retry, |rule| rule.action);
+    disposition_of(action)
+}
+
+fn disposition_of(action: Action) -> Disposition {
+    match action {
+        Action::Retry => Disposition::Deferred(Retry::Backoff),
+        Action::SlowDown => Disposition::Deferred(Retry::SlowDown),
+        Action::DeferFor(pause) => Disposition::Deferred(Retry::After(pause)),
+        Action::Hold => Disposition::Held,
+        Action::Bounce => Disposition::Bounced,
+    }
+}
+
 /// `hold_on` entries are three-digit codes (`535`) or texts matched case-insensitively.
 pub fn classify(reply: &UpstreamReply, hold_on: &[String]) -> Disposition {
     if reply.is_positive() {
@@ -107,13 +168,7 @@ pub fn classify(reply: &UpstreamReply, hold_on: &[String]) -> Disposition {
             500..=599 => Action::Bounce,
             _ => Action::Retry,
         });
-    match action {
-        Action::Retry => Disposition::Deferred(Retry::Backoff),
-        Action::SlowDown => Disposition::Deferred(Retry::SlowDown),
-        Action::DeferFor(pause) => Disposition::Deferred(Retry::After(pause)),
-        Action::Hold => Disposition::Held,
-        Action::Bounce => Disposition::Bounced,
-    }
+    disposition_of(action)
 }
 
 fn matching_rule(reply: &UpstreamReply, lowercase_text: &str) -> Option<&'static Rule> {
@@ -293,6 +348,88 @@ mod tests {
                 "{row}"
             );
             assert!(row.contains(does), "{row}: {does}");
+        }
+    }
+
+    #[test]
+    fn ses_api_errors_decide_by_code_and_text() {
+        let api = |code: Option<&str>, message: &str| ApiReply {
+            error_code: code.map(String::from),
+            message: message.into(),
+        };
+        let cases = [
+            (None, "accepted as 0100", Disposition::Delivered),
+            (
+                Some("TooManyRequestsException"),
+                "Too many requests",
+                Disposition::Deferred(Retry::SlowDown),
+            ),
+            (
+                Some("LimitExceededException"),
+                "Daily message quota exceeded",
+                Disposition::Deferred(Retry::After(QUOTA_PAUSE)),
+            ),
+            (
+                Some("MessageRejected"),
+                "Email address is not verified. The following identities failed the check in region EU-WEST-1: app@example.com",
+                Disposition::Held,
+            ),
+            (
+                Some("MessageRejected"),
+                "Did not have authority to send from email app@example.com",
+                Disposition::Held,
+            ),
+            (
+                Some("MessageRejected"),
+                "Illegal header",
+                Disposition::Bounced,
+            ),
+            (
+                Some("SendingPausedException"),
+                "Sending is paused for this account",
+                Disposition::Held,
+            ),
+            (
+                Some("AccountSuspendedException"),
+                "suspended",
+                Disposition::Held,
+            ),
+            (
+                Some("AccessDeniedException"),
+                "not authorized to perform ses:SendEmail",
+                Disposition::Held,
+            ),
+            (
+                Some("InternalFailure"),
+                "internal error",
+                Disposition::Deferred(Retry::Backoff),
+            ),
+        ];
+        for (code, message, expected) in cases {
+            assert_eq!(
+                classify_api(&api(code, message)),
+                expected,
+                "{code:?} {message}"
+            );
+        }
+    }
+
+    /// README's SES API table lists every API rule, in order.
+    #[test]
+    fn readme_lists_every_api_rule() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("### SES API errors")
+            .nth(1)
+            .expect("README has the SES API table");
+        let mut rows = table.lines().filter(|l| l.starts_with("| ")).skip(1);
+        for rule in API_RULES {
+            let row = rows.next().expect("a row per API rule");
+            assert!(row.starts_with(&format!("| `{}` | ", rule.code)), "{row}");
+            assert!(
+                rule.text.is_none_or(|t| row.contains(&format!("\"{t}\""))),
+                "{row}"
+            );
         }
     }
 

@@ -9,6 +9,7 @@ mod classify;
 mod dsn;
 mod outbound;
 mod rate;
+mod ses_api;
 mod upstream;
 mod worker;
 
@@ -20,11 +21,12 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::{Config, DeliveryConfig};
+use crate::config::{Config, DeliveryConfig, Transport, Upstream};
 use crate::model::UpstreamSizes;
 use crate::spool::{DeliveryStore, now_ms};
 use crate::telemetry::Metrics;
 use rate::RateLimiter;
+pub use ses_api::SesApiClient;
 pub use upstream::{Endpoint, Probe, Timeouts};
 
 /// Everything workers share for one configuration generation; replaced whole on reload.
@@ -48,25 +50,32 @@ pub struct Shared {
 }
 
 struct UpstreamState {
-    endpoint: Endpoint,
+    config: Upstream,
+    route: Route,
     rate: RateLimiter,
     /// Set when the upstream failed; it is tried after the others until then.
     down_until: StdMutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
 
+/// How delivery reaches an upstream. (One per upstream, built once: the size difference
+/// between the variants costs nothing.)
+#[allow(clippy::large_enum_variant)]
+enum Route {
+    Smtp(Endpoint),
+    SesApi(SesApiClient),
+}
+
 impl UpstreamState {
     fn mark_down(&self, cooldown: Duration) {
         *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + cooldown);
-        self.metrics
-            .set_upstream_up(&self.endpoint.upstream.name(), false);
+        self.metrics.set_upstream_up(&self.config.name(), false);
     }
 
     fn mark_up(&self) {
         *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.metrics
-            .set_upstream_up(&self.endpoint.upstream.name(), true);
+        self.metrics.set_upstream_up(&self.config.name(), true);
     }
 
     fn is_down(&self, now: Instant) -> bool {
@@ -80,8 +89,9 @@ impl UpstreamState {
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Shared {
-    /// Builds the delivery side of a configuration (TLS settings are loaded here, once).
-    pub fn new(
+    /// Builds the delivery side of a configuration (TLS settings and the SES API clients are
+    /// made here, once).
+    pub async fn new(
         config: &Config,
         store: DeliveryStore,
         sizes: Arc<UpstreamSizes>,
@@ -89,26 +99,31 @@ impl Shared {
         metrics: Arc<Metrics>,
     ) -> Result<Shared, String> {
         let delivery = config.delivery.clone();
-        let upstreams = delivery
-            .upstreams
-            .iter()
-            .map(|upstream| {
-                Ok(UpstreamState {
-                    endpoint: Endpoint::new(upstream.clone(), config.upstream_helo.clone())
+        let timeouts = Timeouts {
+            connect: delivery.connect_timeout,
+            command: delivery.command_timeout,
+            data: delivery.data_timeout,
+        };
+        let mut upstreams = Vec::with_capacity(delivery.upstreams.len());
+        for upstream in &delivery.upstreams {
+            let route = match &upstream.transport {
+                Transport::Smtp(server) => Route::Smtp(
+                    Endpoint::new(server.clone(), config.upstream_helo.clone())
                         .map_err(|e| format!("upstream {}: {e}", upstream.name()))?,
-                    rate: RateLimiter::new(upstream.max_messages_per_second),
-                    down_until: StdMutex::new(None),
-                    metrics: metrics.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+                ),
+                Transport::SesApi(api) => Route::SesApi(SesApiClient::new(api, timeouts).await),
+            };
+            upstreams.push(UpstreamState {
+                config: upstream.clone(),
+                route,
+                rate: RateLimiter::new(upstream.max_messages_per_second),
+                down_until: StdMutex::new(None),
+                metrics: metrics.clone(),
+            });
+        }
         Ok(Shared {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
-            timeouts: Timeouts {
-                connect: delivery.connect_timeout,
-                command: delivery.command_timeout,
-                data: delivery.data_timeout,
-            },
+            timeouts,
             config: delivery,
             reporting_mta: config.upstream_helo.clone(),
             // Bounces leave under our public identity, never an internal host name.

@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::outbound::Capabilities;
-use crate::config::{Secret, TlsMode, Upstream};
+use crate::config::{Secret, SmtpServer, TlsMode};
 use crate::model::{EnhancedStatus, UpstreamReply};
 use crate::wire;
 
@@ -80,7 +80,7 @@ pub struct Timeouts {
 /// What a connection needs that does not change between connections.
 #[derive(Clone)]
 pub struct Endpoint {
-    pub upstream: Upstream,
+    pub server: SmtpServer,
     pub helo: String,
     /// The AUTH identity, its password read from its source when the endpoint was built.
     login: Option<(String, Secret)>,
@@ -100,8 +100,8 @@ pub struct Probe {
 impl Endpoint {
     /// Builds the TLS configuration once (the configured CA file, or the system's roots) and
     /// reads the password: only the processes that connect upstream ever hold it.
-    pub fn new(upstream: Upstream, helo: String) -> Result<Endpoint, String> {
-        let login = match &upstream.credentials {
+    pub fn new(server: SmtpServer, helo: String) -> Result<Endpoint, String> {
+        let login = match &server.credentials {
             Some(credentials) => Some((
                 credentials.username.clone(),
                 credentials.password.load().map_err(|e| e.to_string())?,
@@ -109,7 +109,7 @@ impl Endpoint {
             None => None,
         };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = match &upstream.ca_file {
+        let verifier: Arc<dyn ServerCertVerifier> = match &server.ca_file {
             Some(path) => {
                 let mut roots = RootCertStore::empty();
                 let certificates = CertificateDer::pem_file_iter(path)
@@ -137,7 +137,7 @@ impl Endpoint {
             .with_custom_certificate_verifier(verifier.clone())
             .with_no_client_auth();
         Ok(Endpoint {
-            upstream,
+            server,
             helo,
             login,
             tls: TlsConnector::from(Arc::new(config)),
@@ -174,7 +174,7 @@ impl Endpoint {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return false;
         };
-        let Ok(name) = ServerName::try_from(self.upstream.host.clone()) else {
+        let Ok(name) = ServerName::try_from(self.server.host.clone()) else {
             return false;
         };
         let later = std::time::SystemTime::now() + lookahead;
@@ -193,7 +193,7 @@ impl Endpoint {
     }
 
     pub async fn connect(&self, timeouts: Timeouts) -> Result<Connection, Unusable> {
-        let upstream = &self.upstream;
+        let upstream = &self.server;
         let mut builder = SmtpClientBuilder::new_with_tls_connector(
             upstream.host.clone(),
             upstream.port,

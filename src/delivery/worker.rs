@@ -9,12 +9,15 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
-use super::Shared;
 use super::backoff::{jitter, next_delay};
-use super::classify::{Disposition, Retry, classify, is_too_many_recipients, known_from};
+use super::classify::{
+    Disposition, Retry, classify, classify_api, is_too_many_recipients, known_from,
+};
 use super::dsn::{Bounce, Failure};
-use super::outbound::{Outbound, Spooled, Unsendable, Verdict, prepare};
-use super::upstream::{Broken, Connection, Transaction, Unusable};
+use super::outbound::{Capabilities, Outbound, Spooled, Unsendable, Verdict, prepare};
+use super::ses_api::{self, Called, SesApiClient};
+use super::upstream::{Broken, Connection, Endpoint, Transaction, Unusable};
+use super::{Route, Shared};
 use crate::model::{EnhancedStatus, UpstreamReply};
 use crate::spool::{
     AttemptRecord, AttemptReply, ClaimedMessage, ClaimedRecipient, HeldBy, NewMessage,
@@ -101,11 +104,11 @@ impl Attempt {
         replies: Vec<UpstreamReply>,
         changes: Vec<String>,
     ) -> Attempt {
-        let upstream = &shared.upstreams[index].endpoint.upstream;
+        let upstream = &shared.upstreams[index].config;
         Attempt {
             upstream: Some(Answered {
                 name: upstream.name(),
-                host: upstream.host.clone(),
+                host: upstream.host(),
             }),
             outcomes: replies
                 .into_iter()
@@ -349,6 +352,7 @@ fn decide(
     let is_bounce = message.sender.is_empty();
     let known = match reply {
         AttemptReply::Upstream(reply) => known_from(reply),
+        AttemptReply::Api(_) => Some("Amazon SES API"),
         AttemptReply::Local { .. } => None,
     }
     .unwrap_or("-");
@@ -461,92 +465,167 @@ async fn attempt(
     let mut failures = Vec::new();
     for index in shared.upstream_order() {
         let upstream = &shared.upstreams[index];
-        let name = upstream.endpoint.upstream.name();
         upstream.rate.acquire().await;
-        // A reused connection may have been closed by the upstream while idle: one fresh retry.
-        for fresh_retry in [false, true] {
-            let (mut connection, reused) = match connections.open.remove(&index) {
-                Some(connection) if !fresh_retry => (connection, true),
-                _ => match upstream.endpoint.connect(shared.timeouts).await {
-                    Ok(connection) => {
-                        let size = connection.capabilities().size.map(|s| s as u64);
-                        shared.sizes.learn(index, size);
-                        (connection, false)
-                    }
-                    Err(unusable) => {
-                        note_unusable(shared, index, &name, &unusable).await;
-                        failures.push(UpstreamFailure {
-                            upstream: name.clone(),
-                            cause: Cause::Unusable(unusable),
-                        });
-                        break;
-                    }
-                },
-            };
-            let outbound = match prepare(spooled, connection.capabilities()) {
-                Ok(outbound) => outbound,
-                Err(unsendable) => {
-                    tracing::warn!(queue_id = %message.id, upstream = %name, reason = %unsendable,
-                        "this upstream cannot take the message; trying the next one");
-                    connections.open.insert(index, connection);
-                    failures.push(UpstreamFailure {
-                        upstream: name.clone(),
-                        cause: Cause::Unsendable(unsendable),
-                    });
-                    break;
-                }
-            };
-            let lost = match send_in_rounds(&mut connection, &message.sender, &outbound, &addresses)
-                .await
-            {
-                Rounds::Answered(replies) => {
-                    upstream.mark_up();
-                    let changes = outbound.changes;
-                    keep_or_retire(shared, connections, index, connection).await;
-                    let attempt = Attempt::answered(shared, index, replies, changes);
-                    steer_by_replies(shared, index, &attempt).await;
-                    return attempt;
-                }
-                Rounds::Partial(replies, broken) => {
-                    let reason = lost_reason(broken);
-                    tracing::warn!(upstream = %name, %reason, "upstream failed between transactions");
-                    upstream.mark_down(shared.config.upstream_cooldown);
-                    let mut attempt =
-                        Attempt::answered(shared, index, Vec::new(), outbound.changes);
-                    attempt.outcomes = replies
-                        .into_iter()
-                        .map(|reply| match reply {
-                            Some(reply) => (
-                                classify(&reply, &shared.config.hold_on),
-                                AttemptReply::Upstream(reply),
-                            ),
-                            None => (
-                                Disposition::Deferred(Retry::Backoff),
-                                AttemptReply::Local {
-                                    reason: format!("{name}: {reason}"),
-                                    status: TRANSIENT_LOCAL,
-                                },
-                            ),
-                        })
-                        .collect();
-                    return attempt;
-                }
-                Rounds::Broken(Broken::Lost(reason)) if reused => {
-                    tracing::debug!(upstream = %name, %reason, "idle connection was closed; reconnecting");
-                    continue;
-                }
-                Rounds::Broken(broken) => lost_reason(broken),
-            };
-            tracing::warn!(upstream = %name, reason = %lost, "upstream failed during the transaction");
-            upstream.mark_down(shared.config.upstream_cooldown);
-            failures.push(UpstreamFailure {
-                upstream: name.clone(),
-                cause: Cause::Lost(lost),
-            });
-            break;
+        let to = Target {
+            shared,
+            index,
+            message,
+            spooled,
+            addresses: &addresses,
+        };
+        let tried = match &upstream.route {
+            Route::Smtp(endpoint) => try_smtp(&to, endpoint, connections).await,
+            Route::SesApi(client) => try_ses_api(&to, client).await,
+        };
+        match tried {
+            Tried::Answered(attempt) => {
+                steer_by_replies(shared, index, &attempt).await;
+                return attempt;
+            }
+            Tried::Failed(failure) => failures.push(failure),
         }
     }
     Attempt::no_upstream(failures, chunk.len())
+}
+
+/// One upstream's try at a chunk: what it is for.
+struct Target<'a> {
+    shared: &'a Shared,
+    index: usize,
+    message: &'a ClaimedMessage,
+    spooled: &'a Spooled<'a>,
+    addresses: &'a [&'a str],
+}
+
+impl Target<'_> {
+    fn name(&self) -> String {
+        self.shared.upstreams[self.index].config.name()
+    }
+
+    fn failed(&self, cause: Cause) -> Tried {
+        Tried::Failed(UpstreamFailure {
+            upstream: self.name(),
+            cause,
+        })
+    }
+
+    /// The message as this upstream can take it, or why it cannot.
+    fn prepare(&self, capabilities: Capabilities) -> Result<Outbound<'_>, Tried> {
+        prepare(self.spooled, capabilities).map_err(|unsendable| {
+            tracing::warn!(queue_id = %self.message.id, upstream = %self.name(), reason = %unsendable,
+                "this upstream cannot take the message; trying the next one");
+            self.failed(Cause::Unsendable(unsendable))
+        })
+    }
+}
+
+enum Tried {
+    /// The upstream answered for the recipients (some perhaps only in part).
+    Answered(Attempt),
+    /// It could not be used; the next one is tried.
+    Failed(UpstreamFailure),
+}
+
+async fn try_smtp(to: &Target<'_>, endpoint: &Endpoint, connections: &mut Connections) -> Tried {
+    let shared = to.shared;
+    let index = to.index;
+    let upstream = &shared.upstreams[index];
+    let name = to.name();
+    // A reused connection may have been closed by the upstream while idle: one fresh retry.
+    for fresh_retry in [false, true] {
+        let (mut connection, reused) = match connections.open.remove(&index) {
+            Some(connection) if !fresh_retry => (connection, true),
+            _ => match endpoint.connect(shared.timeouts).await {
+                Ok(connection) => {
+                    let size = connection.capabilities().size.map(|s| s as u64);
+                    shared.sizes.learn(index, size);
+                    (connection, false)
+                }
+                Err(unusable) => {
+                    note_unusable(shared, index, &name, &unusable).await;
+                    return to.failed(Cause::Unusable(unusable));
+                }
+            },
+        };
+        let outbound = match to.prepare(connection.capabilities()) {
+            Ok(outbound) => outbound,
+            Err(failed) => {
+                connections.open.insert(index, connection);
+                return failed;
+            }
+        };
+        let sender = &to.message.sender;
+        let lost = match send_in_rounds(&mut connection, sender, &outbound, to.addresses).await {
+            Rounds::Answered(replies) => {
+                upstream.mark_up();
+                keep_or_retire(shared, connections, index, connection).await;
+                return Tried::Answered(Attempt::answered(
+                    shared,
+                    index,
+                    replies,
+                    outbound.changes,
+                ));
+            }
+            Rounds::Partial(replies, broken) => {
+                let reason = lost_reason(broken);
+                tracing::warn!(upstream = %name, %reason, "upstream failed between transactions");
+                upstream.mark_down(shared.config.upstream_cooldown);
+                let mut attempt = Attempt::answered(shared, index, Vec::new(), outbound.changes);
+                attempt.outcomes = replies
+                    .into_iter()
+                    .map(|reply| match reply {
+                        Some(reply) => (
+                            classify(&reply, &shared.config.hold_on),
+                            AttemptReply::Upstream(reply),
+                        ),
+                        None => (
+                            Disposition::Deferred(Retry::Backoff),
+                            AttemptReply::Local {
+                                reason: format!("{name}: {reason}"),
+                                status: TRANSIENT_LOCAL,
+                            },
+                        ),
+                    })
+                    .collect();
+                return Tried::Answered(attempt);
+            }
+            Rounds::Broken(Broken::Lost(reason)) if reused => {
+                tracing::debug!(upstream = %name, %reason, "idle connection was closed; reconnecting");
+                continue;
+            }
+            Rounds::Broken(broken) => lost_reason(broken),
+        };
+        tracing::warn!(upstream = %name, reason = %lost, "upstream failed during the transaction");
+        upstream.mark_down(shared.config.upstream_cooldown);
+        return to.failed(Cause::Lost(lost));
+    }
+    to.failed(Cause::Lost("the connection closed twice".into()))
+}
+
+/// One `SendEmail` call for the chunk: the service's answer holds for every recipient.
+async fn try_ses_api(to: &Target<'_>, client: &SesApiClient) -> Tried {
+    let shared = to.shared;
+    let upstream = &shared.upstreams[to.index];
+    let outbound = match to.prepare(ses_api::CAPABILITIES) {
+        Ok(outbound) => outbound,
+        Err(failed) => return failed,
+    };
+    match client
+        .send(&to.message.sender, to.addresses, &outbound.body)
+        .await
+    {
+        Called::Answered(reply) => {
+            upstream.mark_up();
+            let disposition = classify_api(&reply);
+            let mut attempt = Attempt::answered(shared, to.index, Vec::new(), outbound.changes);
+            attempt.outcomes = vec![(disposition, AttemptReply::Api(reply)); to.addresses.len()];
+            Tried::Answered(attempt)
+        }
+        Called::Unusable(unusable) => {
+            note_unusable(shared, to.index, &to.name(), &unusable).await;
+            to.failed(Cause::Unusable(unusable))
+        }
+    }
 }
 
 fn lost_reason(broken: Broken) -> String {
@@ -564,7 +643,7 @@ async fn keep_or_retire(
     index: usize,
     connection: Connection,
 ) {
-    let upstream = &shared.upstreams[index].endpoint.upstream;
+    let upstream = &shared.upstreams[index].config;
     if connection.is_worn_out(
         upstream.max_messages_per_connection,
         upstream.max_connection_age,
@@ -580,7 +659,7 @@ async fn keep_or_retire(
 /// long as the recipients wait, so that other mail fails over instead of hitting the quota.
 async fn steer_by_replies(shared: &Shared, index: usize, attempt: &Attempt) {
     let upstream = &shared.upstreams[index];
-    let name = upstream.endpoint.upstream.name();
+    let name = upstream.config.name();
     for (disposition, _) in &attempt.outcomes {
         match disposition {
             Disposition::Deferred(Retry::SlowDown) => {

@@ -3,6 +3,7 @@
 //! stage may use it without an arrow running back up the pipeline.
 
 mod address;
+mod api_reply;
 mod body_type;
 mod internal_names;
 mod queue_id;
@@ -11,6 +12,7 @@ mod upstream_reply;
 mod upstream_sizes;
 
 pub use address::{Address, AddressError, ReversePath, parse_forward_path, parse_reverse_path};
+pub use api_reply::ApiReply;
 pub use body_type::BodyType;
 pub use internal_names::{DEFAULT_INTERNAL_SUFFIXES, InternalNames, is_private};
 pub use queue_id::QueueId;

@@ -47,7 +47,8 @@ pub async fn run(config: &Config, options: &Options) -> Report {
         }
     }
     if options.probe_upstreams {
-        found.extend(probe::upstreams(config).await);
+        let domains = checks::sender_domains(config, &options.sender_domains);
+        found.extend(probe::upstreams(config, &domains).await);
     }
     found.extend(checks::local(config));
     Report::new(found)

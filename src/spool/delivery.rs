@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use std::fmt;
 
-use crate::model::{BodyType, EnhancedStatus, UpstreamReply};
+use crate::model::{ApiReply, BodyType, EnhancedStatus, UpstreamReply};
 
 /// Who held a recipient. Only `Config` holds are released by a restart or reload; an
 /// operator's hold outlives deferrals and restarts until the operator releases it.
@@ -74,6 +74,8 @@ pub struct ClaimedRecipient {
 pub enum AttemptReply {
     /// The upstream's answer for this recipient.
     Upstream(UpstreamReply),
+    /// An API upstream's answer for the whole call.
+    Api(ApiReply),
     /// No upstream answered, or none could take the message: our own account of why
     /// (unreachable, TLS, AUTH, SMTPUTF8 not offered, too big), with the RFC 3463 status a
     /// bounce would report.
@@ -87,14 +89,14 @@ impl AttemptReply {
     pub fn code(&self) -> Option<u16> {
         match self {
             AttemptReply::Upstream(reply) => Some(reply.code),
-            AttemptReply::Local { .. } => None,
+            AttemptReply::Api(_) | AttemptReply::Local { .. } => None,
         }
     }
 
     pub fn enhanced(&self) -> Option<EnhancedStatus> {
         match self {
             AttemptReply::Upstream(reply) => reply.enhanced,
-            AttemptReply::Local { .. } => None,
+            AttemptReply::Api(_) | AttemptReply::Local { .. } => None,
         }
     }
 
@@ -103,6 +105,12 @@ impl AttemptReply {
         match self {
             AttemptReply::Upstream(reply) => reply.status(),
             AttemptReply::Local { status, .. } => *status,
+            // The API has no status codes; a refusal that bounces is permanent, cause unknown.
+            AttemptReply::Api(_) => EnhancedStatus {
+                class: 5,
+                subject: 0,
+                detail: 0,
+            },
         }
     }
 }
@@ -111,6 +119,7 @@ impl fmt::Display for AttemptReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttemptReply::Upstream(reply) => reply.fmt(f),
+            AttemptReply::Api(reply) => reply.fmt(f),
             AttemptReply::Local { reason, .. } => f.write_str(reason),
         }
     }

@@ -12,6 +12,7 @@ mod preflight;
 mod queue;
 mod relay_policy;
 mod sendmail;
+mod ses_api;
 mod ses_credentials;
 mod smtp_intake;
 mod support;

@@ -75,6 +75,11 @@ fn relay_with(
     (work, relay)
 }
 
+/// One message from app@example.com over SMTP (smtplib); every reply it saw.
+fn send_as_app(relay: &Relay, to: &[&str], message: &[u8], extra: &[&str]) -> Value {
+    smtplib_send(relay.port(), "app@example.com", to, message, extra)
+}
+
 fn final_states(work: &Workdir, count: usize) -> Vec<RecipientRow> {
     wait_until(WAIT, "final states", || {
         let rows = recipient_rows(&work.spool());
@@ -215,9 +220,8 @@ fn a_utf8_address_is_bounced_by_an_upstream_without_smtputf8_and_declared_where_
         "bounce_address = \"bounces@example.com\"\n",
     );
     let message = "From: app@example.com\r\nSubject: utf8\r\n\r\nhello\r\n";
-    let sent = smtplib_send(
-        relay.port(),
-        "app@example.com",
+    let sent = send_as_app(
+        &relay,
         &["jörg@example.com"],
         message.as_bytes(),
         &["--mail-option", "SMTPUTF8"],
@@ -235,9 +239,8 @@ fn a_utf8_address_is_bounced_by_an_upstream_without_smtputf8_and_declared_where_
     upstream.script(json!({"ehlo_drop": ["SMTPUTF8"]}));
     relay.hup();
     std::thread::sleep(Duration::from_millis(300));
-    let sent = smtplib_send(
-        relay.port(),
-        "app@example.com",
+    let sent = send_as_app(
+        &relay,
         &["jörg@example.com"],
         message.as_bytes(),
         &["--mail-option", "SMTPUTF8"],
@@ -275,13 +278,7 @@ fn size_is_declared_and_mail_no_upstream_takes_is_refused_while_the_client_waits
         "bounce_address = \"bounces@example.com\"\n",
     );
     let small = "From: app@example.com\r\nSubject: small\r\n\r\nhello\r\n";
-    let sent = smtplib_send(
-        relay.port(),
-        "app@example.com",
-        &["ops@example.com"],
-        small.as_bytes(),
-        &[],
-    );
+    let sent = send_as_app(&relay, &["ops@example.com"], small.as_bytes(), &[]);
     assert_eq!(sent["data"][0], 250);
     let received = upstream.wait_for(1, WAIT);
     let options = received[0]["mail_options"].as_array().unwrap();
@@ -297,13 +294,7 @@ fn size_is_declared_and_mail_no_upstream_takes_is_refused_while_the_client_waits
         "From: app@example.com\r\nSubject: big\r\n\r\n{}",
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n".repeat(2400)
     );
-    let sent = smtplib_send(
-        relay.port(),
-        "app@example.com",
-        &["ops@example.com"],
-        big.as_bytes(),
-        &[],
-    );
+    let sent = send_as_app(&relay, &["ops@example.com"], big.as_bytes(), &[]);
     assert_eq!(sent["data"][0], 552, "{sent}");
     assert!(
         sent["data"][1].as_str().unwrap().starts_with("5.3.4"),
@@ -329,9 +320,8 @@ fn a_recipient_limit_is_met_by_a_new_transaction_at_once() {
     let (work, relay) = relay_with(&certs, &upstream, "", "max_recipients = 100\n");
     let recipients: Vec<String> = (0..60).map(|n| format!("r{n:02}@example.com")).collect();
     let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
-    let sent = smtplib_send(
-        relay.port(),
-        "app@example.com",
+    let sent = send_as_app(
+        &relay,
         &to,
         b"From: app@example.com\r\nSubject: many\r\n\r\nhi\r\n",
         &[],
@@ -366,9 +356,8 @@ fn recipients_deferred_together_are_retried_in_one_transaction() {
     let (work, relay) = relay_for(&certs, &upstream, "");
     let mut to: Vec<&str> = later.iter().map(String::as_str).collect();
     to.push("now@example.com");
-    let sent = smtplib_send(
-        relay.port(),
-        "app@example.com",
+    let sent = send_as_app(
+        &relay,
         &to,
         b"From: app@example.com\r\nSubject: retry\r\n\r\nhi\r\n",
         &[],

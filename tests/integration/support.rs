@@ -152,6 +152,15 @@ impl Relay {
 
     /// As `try_start`, with more `serve` arguments.
     pub fn try_start_with(work: &Workdir, serve_args: &[&str]) -> Result<Relay, String> {
+        Relay::try_start_env(work, serve_args, &[])
+    }
+
+    /// As `try_start_with`, with more environment variables for the daemon.
+    pub fn try_start_env(
+        work: &Workdir,
+        serve_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Relay, String> {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(work.config())
@@ -165,6 +174,7 @@ impl Relay {
             ])
             .arg(work.spool())
             .args(serve_args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
