@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test. First installs the real peers the tests talk to, when missing:
 # swaks (Debian) for `sendmail -bs`; knot (Debian) as the DNS server for preflight;
-# python3 for smtplib clients and sqlite3 locking;
+# python3 for smtplib clients and sqlite3 locking; postfix and sasl2-bin (Debian) for a
+# private Postfix upstream with SASL AUTH (started from its own config directory: the
+# package is installed with "No configuration", so no system MTA is set up or started);
 # aiosmtpd (PyPI) as the upstream relay, cryptography (PyPI) for its test CA,
 # prometheus-client (PyPI) whose OpenMetrics parser reads our /metrics, and moto[server]
 # (PyPI, with boto3) as the SESv2 API.
@@ -12,9 +14,12 @@ missing=()
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v knotd >/dev/null 2>&1 || missing+=(knot)
+command -v smtp-sink >/dev/null 2>&1 || missing+=(postfix)
+command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi

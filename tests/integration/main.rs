@@ -8,6 +8,7 @@ mod identity;
 mod intake;
 mod metrics;
 mod outbound;
+mod postfix_upstream;
 mod preflight;
 mod queue;
 mod relay_policy;
