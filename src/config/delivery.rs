@@ -14,6 +14,7 @@ pub(super) struct RawDelivery {
     retry_initial: String,
     retry_max: String,
     queue_lifetime: String,
+    delay_warning: Option<String>,
     bounce_address: Option<String>,
     connect_timeout: String,
     command_timeout: String,
@@ -33,6 +34,8 @@ impl Default for RawDelivery {
             retry_initial: "5m".into(),
             retry_max: "70m".into(),
             queue_lifetime: "5d".into(),
+            // Off, as Postfix's delay_warning_time.
+            delay_warning: None,
             bounce_address: None,
             connect_timeout: "30s".into(),
             command_timeout: "5m".into(),
@@ -55,6 +58,8 @@ pub struct DeliveryConfig {
     pub retry: RetryPolicy,
     /// Messages older than this bounce instead of being deferred again.
     pub queue_lifetime: Duration,
+    /// A recipient still deferred after this long gets one "delayed" DSN; `None` is off.
+    pub delay_warning: Option<Duration>,
     /// Where bounces go instead of the envelope sender (cron senders cannot read mail).
     pub bounce_address: Option<String>,
     pub connect_timeout: Duration,
@@ -131,6 +136,10 @@ pub(super) fn validate(
     Ok(DeliveryConfig {
         retry,
         queue_lifetime: duration("delivery.queue_lifetime", &raw.queue_lifetime)?,
+        delay_warning: raw
+            .delay_warning
+            .map(|text| duration("delivery.delay_warning", &text))
+            .transpose()?,
         bounce_address: raw.bounce_address,
         connect_timeout: duration("delivery.connect_timeout", &raw.connect_timeout)?,
         command_timeout: duration("delivery.command_timeout", &raw.command_timeout)?,

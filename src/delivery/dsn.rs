@@ -1,15 +1,27 @@
-//! Bounces: a delivery status notification per RFC 3464 (multipart/report with a
-//! message/delivery-status part and the original headers), sent with the null sender so that
-//! it can never cause another bounce.
+//! Bounces and delay warnings: a delivery status notification per RFC 3464 (multipart/report
+//! with a message/delivery-status part and the original headers), sent with the null sender so
+//! that it can never cause another bounce. One report covers an attempt's recipients, each
+//! with its own action: failed, or delayed (still being retried).
 
 use chrono::{DateTime, Utc};
 
 use crate::model::EnhancedStatus;
 use crate::spool::{BodyType, NewMessage, NewRecipient, Origin, QueueId, now_ms};
 
-/// One recipient that could not be delivered, and why.
+/// What became of a recipient (RFC 3464 2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failed,
+    /// Not delivered yet; retried until `retry_until_ms`.
+    Delayed {
+        retry_until_ms: i64,
+    },
+}
+
+/// One recipient that could not be delivered (yet), and why.
 pub struct Failure<'a> {
     pub recipient: &'a str,
+    pub action: Action,
     /// The upstream's reply (or our reason, such as an expired queue lifetime).
     pub diagnostic: String,
     /// RFC 3463 status, e.g. `5.1.1`.
@@ -38,13 +50,23 @@ impl Bounce<'_> {
         let id = QueueId::generate();
         let boundary = format!("{id}/{}", self.reporting_mta);
         let date = Utc::now().to_rfc2822();
-        let arrival = DateTime::<Utc>::from_timestamp_millis(self.arrival_ms)
-            .map(|t| t.to_rfc2822())
-            .unwrap_or_default();
+        let arrival = rfc2822(self.arrival_ms);
+        let failed = self.failures.iter().any(|f| f.action == Action::Failed);
+        let (subject, explanation) = if failed {
+            (
+                "Undelivered Mail Returned to Sender",
+                "could not be delivered to one or more\r\nrecipients. The upstream relay's answer is given for each.",
+            )
+        } else {
+            (
+                "Delayed Mail (still being retried)",
+                "has not been delivered yet to the\r\nrecipients below. It is being retried; no action is needed from you.",
+            )
+        };
         let mut text = format!(
             "From: Mail Delivery System <MAILER-DAEMON@{domain}>\r\n\
              To: <{to}>\r\n\
-             Subject: Undelivered Mail Returned to Sender\r\n\
+             Subject: {subject}\r\n\
              Date: {date}\r\n\
              Message-ID: <{id}@{domain}>\r\n\
              Auto-Submitted: auto-replied\r\n\
@@ -58,8 +80,7 @@ impl Bounce<'_> {
              \r\n\
              This is the mail system at host {host}.\r\n\
              \r\n\
-             Your message {original} from <{sender}> could not be delivered to one or more\r\n\
-             recipients. The upstream relay's answer is given for each.\r\n\
+             Your message {original} from <{sender}> {explanation}\r\n\
              \r\n",
             host = self.reporting_mta,
             domain = self.domain,
@@ -84,8 +105,12 @@ impl Bounce<'_> {
             original = self.original_id,
         ));
         for failure in &self.failures {
+            let action = match failure.action {
+                Action::Failed => "failed",
+                Action::Delayed { .. } => "delayed",
+            };
             text.push_str(&format!(
-                "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+                "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {}\r\n",
                 failure.recipient, failure.status
             ));
             if let Some(mta) = failure.remote_mta {
@@ -95,6 +120,12 @@ impl Bounce<'_> {
                 "Diagnostic-Code: smtp; {}\r\n",
                 failure.diagnostic
             ));
+            if let Action::Delayed { retry_until_ms } = failure.action {
+                text.push_str(&format!(
+                    "Will-Retry-Until: {}\r\n",
+                    rfc2822(retry_until_ms)
+                ));
+            }
         }
         text.push_str(&format!(
             "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
@@ -129,6 +160,12 @@ impl Bounce<'_> {
     }
 }
 
+fn rfc2822(unix_ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(unix_ms)
+        .map(|t| t.to_rfc2822())
+        .unwrap_or_default()
+}
+
 /// The header section of a message, up to and including the line end before the blank line.
 fn headers_of(message: &[u8]) -> &[u8] {
     match message.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -155,6 +192,7 @@ mod tests {
             original_message: original,
             failures: vec![Failure {
                 recipient: "nobody@example.org",
+                action: Action::Failed,
                 diagnostic: "550 5.1.1 no such user".into(),
                 status: EnhancedStatus {
                     class: 5,

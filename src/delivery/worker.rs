@@ -13,7 +13,7 @@ use super::backoff::{jitter, next_delay};
 use super::classify::{
     Disposition, Retry, classify, classify_api, is_too_many_recipients, known_from,
 };
-use super::dsn::{Bounce, Failure};
+use super::dsn::{Action, Bounce, Failure};
 use super::outbound::{Capabilities, Outbound, Spooled, Unsendable, Verdict, prepare};
 use super::ses_api::{self, Called, SesApiClient};
 use super::upstream::{Broken, Connection, Endpoint, Transaction, Unusable};
@@ -213,6 +213,7 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
                 jitter,
             );
             expired.push(decision.expired);
+            let delay_warned = is_due_a_delay_warning(shared, &message, recipient, &decision.state);
             records.push(AttemptRecord {
                 recipient_id: recipient.id,
                 state: decision.state,
@@ -220,11 +221,12 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
                 upstream: upstream.clone(),
                 started_at_ms,
                 duration_ms,
+                delay_warned,
             });
         }
         count(shared, &message, &records, upstream.as_deref());
         let remote_mta = attempt.upstream.as_ref().map(|a| a.host.as_str());
-        let bounce = bounce_for(shared, &message, chunk, &records, &expired, remote_mta);
+        let bounce = dsn_for(shared, &message, chunk, &records, &expired, remote_mta);
         let result = shared
             .store
             .record(&message.id, records, bounce, attempt.changes, now_ms())
@@ -264,9 +266,28 @@ fn count(
     }
 }
 
-/// One DSN for the recipients of this attempt that bounced, if any did. A recipient whose
-/// queue lifetime ran out is reported as such (5.4.7), with the last reply.
-fn bounce_for(
+/// `delivery.delay_warning` (off by default): a recipient of a message with a sender, still
+/// deferred after that long, and not warned about before.
+fn is_due_a_delay_warning(
+    shared: &Shared,
+    message: &ClaimedMessage,
+    recipient: &ClaimedRecipient,
+    state: &RecipientState,
+) -> bool {
+    let age = Duration::from_millis((now_ms() - message.received_at_ms).max(0) as u64);
+    matches!(state, RecipientState::Deferred { .. })
+        && !message.sender.is_empty()
+        && !recipient.delay_warned
+        && shared
+            .config
+            .delay_warning
+            .is_some_and(|after| age >= after)
+}
+
+/// One DSN for the recipients of this attempt that bounced or are due a delay warning, if
+/// any. A recipient whose queue lifetime ran out is reported as such (5.4.7), with the last
+/// reply.
+fn dsn_for(
     shared: &Shared,
     message: &ClaimedMessage,
     chunk: &[ClaimedRecipient],
@@ -275,27 +296,40 @@ fn bounce_for(
     remote_mta: Option<&str>,
 ) -> Option<NewMessage> {
     let lifetime = humantime::format_duration(shared.config.queue_lifetime);
+    let retry_until_ms = message.received_at_ms + shared.config.queue_lifetime.as_millis() as i64;
     let failures: Vec<Failure> = chunk
         .iter()
         .zip(records)
         .zip(expired)
-        .filter(|((_, record), _)| record.state == RecipientState::Bounced)
-        .map(|((recipient, record), &expired)| Failure {
-            recipient: &recipient.address,
-            diagnostic: if expired {
-                format!(
-                    "delivery time expired: not delivered within the queue lifetime of {lifetime}; last reply: {}",
-                    record.reply
-                )
+        .filter(|((_, record), _)| record.state == RecipientState::Bounced || record.delay_warned)
+        .map(|((recipient, record), &expired)| {
+            let action = if record.delay_warned {
+                Action::Delayed { retry_until_ms }
             } else {
-                record.reply.to_string()
-            },
-            status: if expired {
-                EXPIRED
-            } else {
-                record.reply.status()
-            },
-            remote_mta: record.reply.code().and(remote_mta),
+                Action::Failed
+            };
+            let status = match action {
+                _ if expired => EXPIRED,
+                Action::Delayed { .. } => EnhancedStatus {
+                    class: 4,
+                    ..record.reply.status()
+                },
+                Action::Failed => record.reply.status(),
+            };
+            Failure {
+                recipient: &recipient.address,
+                action,
+                diagnostic: if expired {
+                    format!(
+                        "delivery time expired: not delivered within the queue lifetime of {lifetime}; last reply: {}",
+                        record.reply
+                    )
+                } else {
+                    record.reply.to_string()
+                },
+                status,
+                remote_mta: record.reply.code().and(remote_mta),
+            }
         })
         .collect();
     if failures.is_empty() {
@@ -317,7 +351,7 @@ fn bounce_for(
         failures,
     }
     .into_message();
-    tracing::info!(queue_id = %message.id, bounce_id = %bounce.id, %to, "bounce queued");
+    tracing::info!(queue_id = %message.id, dsn_id = %bounce.id, %to, "delivery status notification queued");
     Some(bounce)
 }
 

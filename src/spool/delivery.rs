@@ -67,6 +67,8 @@ pub struct ClaimedRecipient {
     pub id: i64,
     pub address: String,
     pub attempts: i64,
+    /// A delay DSN was already sent for it.
+    pub delay_warned: bool,
 }
 
 /// What an attempt's outcome rests on.
@@ -134,4 +136,6 @@ pub struct AttemptRecord {
     pub upstream: Option<String>,
     pub started_at_ms: i64,
     pub duration_ms: i64,
+    /// This attempt's DSN warns the sender that the recipient is delayed.
+    pub delay_warned: bool,
 }

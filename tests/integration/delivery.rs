@@ -586,3 +586,46 @@ fn an_upstream_without_pipelining_gets_one_command_at_a_time() {
         .unwrap();
     assert_eq!(bad.state, "bounced");
 }
+
+#[test]
+fn delay_warning_sends_one_delayed_dsn_and_keeps_retrying() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    upstream.script(json!({"rcpt": {
+        "slow@example.com": ["451 4.3.0 still busy"],
+    }}));
+    let (work, relay) = relay_for(
+        &certs,
+        upstream.starttls,
+        "starttls",
+        "delay_warning = \"1s\"\nqueue_lifetime = \"1h\"\nretry_initial = \"500ms\"\nretry_max = \"500ms\"\n",
+    );
+    let id = submit(&relay, &["slow@example.com"], "slow");
+    let received = upstream.wait_for(1, WAIT);
+    assert_eq!(received[0]["mail_from"], "<>");
+    assert_eq!(received[0]["rcpt_tos"], json!(["app@example.com"]));
+    let text = String::from_utf8_lossy(&data(&received[0])).to_string();
+    assert!(
+        text.contains("Subject: Delayed Mail (still being retried)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Action: delayed\r\nStatus: 4.3.0\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Will-Retry-Until: "), "{text}");
+    assert!(text.contains(&id));
+    // Retried on, and warned about only once.
+    wait_until(WAIT, "more attempts", || {
+        let rows = recipient_rows(&work.spool());
+        (rows[0].attempts >= 4).then_some(())
+    });
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "one warning, not one per attempt"
+    );
+    assert_eq!(recipient_rows(&work.spool())[0].state, "deferred");
+    assert_eq!(counter(&work.spool(), "delay_warnings_sent"), 1);
+    assert_eq!(counter(&work.spool(), "bounces_sent"), 0);
+}

@@ -48,6 +48,7 @@ macro_rules! script_body {
                                 AND o.value->>'state' = 'deferred'
                            THEN 'operator' ELSE o.value->>'held_by' END,
             attempts = attempts + 1, last_reply = o.value->>'reply',
+            delay_warned = MAX(delay_warned, o.value->>'delay_warned'),
             next_attempt_at = COALESCE(o.value->>'next_attempt_at', next_attempt_at),
             lease_until = NULL, updated_at = o.value->>'now'
         FROM jsonb_each(?) AS o WHERE recipients.id = o.value->>'recipient_id';
@@ -147,6 +148,7 @@ struct OutcomeRow<'a> {
     upstream: Option<&'a str>,
     started_at: i64,
     duration_ms: i64,
+    delay_warned: bool,
     now: i64,
 }
 
@@ -213,6 +215,7 @@ impl Batch<'_> {
                     upstream: record.upstream.as_deref(),
                     started_at: record.started_at_ms,
                     duration_ms: record.duration_ms,
+                    delay_warned: record.delay_warned,
                     now: outcome.now_ms,
                 });
                 // An attempt counts even if the operator deleted the recipient meanwhile.
@@ -220,8 +223,15 @@ impl Batch<'_> {
                 if record.state == RecipientState::Held(HeldBy::Bounce) {
                     self.counters.add("bounce_failures", 1);
                 }
+                if record.delay_warned {
+                    self.counters.add("delay_warnings_sent", 1);
+                }
             }
-            if outcome.bounce.is_some() {
+            let failed = outcome
+                .records
+                .iter()
+                .any(|r| r.state == RecipientState::Bounced);
+            if outcome.bounce.is_some() && failed {
                 self.counters.add("bounces_sent", 1);
             }
         }
@@ -270,6 +280,7 @@ impl Batch<'_> {
                             id: row.get(0),
                             address: row.get(2),
                             attempts: 0,
+                            delay_warned: false,
                         },
                     )
                 })

@@ -29,7 +29,7 @@ pub(super) async fn claim_in(
              WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?2
                AND (lease_until IS NULL OR lease_until < ?2)
              ORDER BY next_attempt_at, id LIMIT ?3)
-         RETURNING id, message_id, address, attempts",
+         RETURNING id, message_id, address, attempts, delay_warned",
     )
     .bind(lease_until)
     .bind(now_ms)
@@ -45,6 +45,7 @@ pub(super) async fn claim_in(
                 id: row.get(0),
                 address: row.get(2),
                 attempts: row.get(3),
+                delay_warned: row.get(4),
             });
     }
     if by_message.is_empty() {
