@@ -4,6 +4,7 @@
 //! writer signals its commit); mail written by other processes or made due by time is found by
 //! a short poll.
 
+mod attempt;
 mod backoff;
 mod classify;
 mod dsn;
