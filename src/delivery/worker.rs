@@ -263,19 +263,23 @@ fn decide(
     let address = &recipient.address;
     let upstream = upstream.unwrap_or("-");
     let is_bounce = message.sender.is_empty();
-    let known = match reply {
-        AttemptReply::Upstream(reply) => known_from(reply),
-        AttemptReply::Api(_) => Some("Amazon SES API"),
-        AttemptReply::Local { .. } => None,
-    }
-    .unwrap_or("-");
+    // Whose known reply it is, for the log lines of holds and deferrals only: delivered
+    // recipients (nearly all) skip the table.
+    let known = || {
+        match reply {
+            AttemptReply::Upstream(reply) => known_from(reply),
+            AttemptReply::Api(_) => Some("Amazon SES API"),
+            AttemptReply::Local { .. } => None,
+        }
+        .unwrap_or("-")
+    };
     match disposition {
         Disposition::Delivered => {
             tracing::info!(queue_id = %id, recipient = %address, %upstream, %reply, "delivered");
             RecipientState::Delivered.into()
         }
         Disposition::Held => {
-            tracing::error!(queue_id = %id, recipient = %address, %upstream, %reply, %known,
+            tracing::error!(queue_id = %id, recipient = %address, %upstream, %reply, known = known(),
                 "held: our configuration cannot deliver it; fix it and reload (SIGHUP)");
             RecipientState::Held(HeldBy::Config).into()
         }
@@ -305,7 +309,7 @@ fn decide(
                 Retry::After(pause) => pause.max(backoff),
                 Retry::Backoff | Retry::SlowDown => backoff,
             };
-            tracing::warn!(queue_id = %id, recipient = %address, %upstream, %reply, %known,
+            tracing::warn!(queue_id = %id, recipient = %address, %upstream, %reply, known = known(),
                 retry_in = ?delay, "deferred");
             RecipientState::Deferred {
                 next_attempt_at_ms: now_ms() + delay.as_millis() as i64,

@@ -371,3 +371,31 @@ fn recipients_deferred_together_are_retried_in_one_transaction() {
     assert_eq!(received[0]["rcpt_tos"], json!(["now@example.com"]));
     assert_eq!(received[1]["rcpt_tos"], json!(later));
 }
+
+#[test]
+fn connections_are_recycled_after_max_messages_per_connection() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    // One delivery worker, so that every message could share one connection.
+    let (work, relay) = relay_with(
+        &certs,
+        &upstream,
+        "connections = 1\n",
+        "max_messages_per_connection = 2\n",
+    );
+    for n in 0..6 {
+        let message = format!("From: app@example.com\r\nSubject: m{n}\r\n\r\nhi\r\n");
+        let sent = send_as_app(&relay, &["ops@example.com"], message.as_bytes(), &[]);
+        assert_eq!(sent["data"][0], 250);
+        // One at a time, so that the connection (not a parallel worker) carries each.
+        upstream.wait_for(n + 1, WAIT);
+    }
+    let received = upstream.received();
+    let mut ports: Vec<u64> = received
+        .iter()
+        .map(|m| m["peer_port"].as_u64().unwrap())
+        .collect();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "two messages per connection: {ports:?}");
+    final_states(&work, 6);
+}

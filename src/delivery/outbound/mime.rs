@@ -14,11 +14,19 @@ use mail_parser::{MessageParser, PartType};
 /// RFC 5321 4.5.3.1.6: 1,000 octets with the CRLF.
 pub const MAX_LINE: usize = 998;
 
-/// The longest line of `bytes` exceeds the limit.
+/// The longest line of `bytes` exceeds the limit. On every message's way out, so it runs at
+/// memchr's speed: only the distances between line feeds matter (a CR before the LF is
+/// allowed one octet more).
 pub fn has_long_line(bytes: &[u8]) -> bool {
-    bytes
-        .split(|&b| b == b'\n')
-        .any(|line| line.strip_suffix(b"\r").unwrap_or(line).len() > MAX_LINE)
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len())) {
+        let line = &bytes[start..end];
+        if line.len() > MAX_LINE && line.strip_suffix(b"\r").unwrap_or(line).len() > MAX_LINE {
+            return true;
+        }
+        start = end + 1;
+    }
+    false
 }
 
 /// The message after re-encoding, and one note per decision.
@@ -309,6 +317,23 @@ mod tests {
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len())
             .max()
             .unwrap()
+    }
+
+    #[test]
+    fn long_lines_are_found_at_the_limit_exactly() {
+        let line = |n: usize| "a".repeat(n);
+        assert!(!has_long_line(
+            format!("{}\r\n{}\r\n", line(998), line(10)).as_bytes()
+        ));
+        assert!(has_long_line(
+            format!("x\r\n{}\r\nend\r\n", line(999)).as_bytes()
+        ));
+        assert!(
+            has_long_line(line(999).as_bytes()),
+            "a last line without CRLF"
+        );
+        assert!(!has_long_line(format!("{}\n", line(998)).as_bytes()));
+        assert!(!has_long_line(b""));
     }
 
     #[test]
