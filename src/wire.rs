@@ -1,20 +1,45 @@
 //! Outgoing DATA framing (RFC 5321 4.5.2): every line that starts with a dot gets one more,
 //! the first line included, and the data ends with `.` alone on a line. The stored body
 //! always ends in CRLF (or is empty), so no extra line is added.
+//!
+//! Whatever a receiver does to lines, none may see a lone dot before the real end (the SMTP
+//! smuggling research of 2023): a bare CR or LF left in a body (intake normalises them; old
+//! spools may hold some) is sent as CRLF, and a line whose first byte after any NULs is a dot
+//! is stuffed, so a receiver that splits on CR or LF alone, or strips NUL, still reads a
+//! stuffed line.
 
 pub fn write_data(body: &[u8], out: &mut Vec<u8>) {
     out.reserve(body.len() + body.len() / 64 + 5);
     // Line by line: a line is copied whole, with a dot first if it starts with one.
     for line in body.split_inclusive(|&byte| byte == b'\n') {
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
+        let content = line
+            .strip_suffix(b"\r\n")
+            .or_else(|| line.strip_suffix(b"\n"))
+            .unwrap_or(line);
+        if memchr::memchr(b'\r', content).is_none() {
+            write_line(content, out);
+        } else {
+            // A CR ending the body is its last line's end, not the start of another line.
+            let content = content.strip_suffix(b"\r").unwrap_or(content);
+            for piece in content.split(|&byte| byte == b'\r') {
+                write_line(piece, out);
+            }
         }
-        out.extend_from_slice(line);
-    }
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
+}
+
+/// One line and its CRLF, stuffed when a receiver could read it as starting with a dot.
+fn write_line(content: &[u8], out: &mut Vec<u8>) {
+    let first_seen = match content.first() {
+        Some(0) => content.iter().find(|&&byte| byte != 0),
+        first => first,
+    };
+    if first_seen == Some(&b'.') {
+        out.push(b'.');
+    }
+    out.extend_from_slice(content);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -36,6 +61,38 @@ mod tests {
         assert_eq!(framed(b""), b".\r\n");
         assert_eq!(framed(b"no end"), b"no end\r\n.\r\n");
         assert_eq!(framed(b"a\r\n"), b"a\r\n.\r\n");
+    }
+
+    #[test]
+    fn bare_line_ends_go_out_as_crlf_and_a_dot_behind_nul_is_stuffed() {
+        assert_eq!(framed(b"a\r.\r\nb\n.\n"), b"a\r\n..\r\nb\r\n..\r\n.\r\n");
+        assert_eq!(framed(b"x\r\n\0.\r\n"), b"x\r\n.\0.\r\n.\r\n");
+        assert_eq!(framed(b"last\r"), b"last\r\n.\r\n");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a spooled body holds, no receiver reads a lone dot before the end, however
+        /// it splits lines or strips NUL.
+        #[test]
+        fn no_output_line_is_a_lone_dot(
+            body in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'.', b'\r', b'\n', 0u8]), 0..40),
+        ) {
+            let out = framed(&body);
+            let before_end = &out[..out.len() - 3];
+            let no_nul: Vec<u8> = before_end.iter().copied().filter(|&b| b != 0).collect();
+            for text in [before_end, &no_nul[..]] {
+                for line in text.split(|&b| b == b'\r' || b == b'\n') {
+                    proptest::prop_assert_ne!(line, b".", "{:?}", String::from_utf8_lossy(&out));
+                }
+                for line in text.split(|&b| b == b'\n') {
+                    proptest::prop_assert_ne!(line, b".\r");
+                }
+            }
+            proptest::prop_assert!(out.ends_with(b"\r\n.\r\n") || out == b".\r\n");
+        }
     }
 
     #[test]

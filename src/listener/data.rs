@@ -1,23 +1,26 @@
 //! DATA framing (RFC 5321 4.1.1.4, 4.5.2): find the end of data, undo dot-stuffing, and deal
-//! with bare line feeds, as a state machine over the bytes as they come, so that arbitrarily
+//! with bare line ends, as a state machine over the bytes as they come, so that arbitrarily
 //! long lines need no buffering.
 //!
-//! Bare LF policy: *normalise*, as Postfix 3.9 does by default. A line ending in a bare LF is
-//! stored as if it ended in CRLF, but only `<CR><LF>.<CR><LF>` ends the data: `\n.\r\n`,
-//! `\r\n.\n` and `\n.\n` do not, so an SMTP smuggling attempt arrives as harmless body text
-//! instead of a second message. A bare CR is kept as it is. NUL bytes are noted and the
-//! message is refused once its end is seen.
+//! Bare LF and bare CR policy: *normalise*, as Postfix 3.9 does for bare LF by default. A line
+//! ending in a bare LF or a bare CR is stored as if it ended in CRLF, but only
+//! `<CR><LF>.<CR><LF>` ends the data: `\n.\r\n`, `\r.\r`, `\r\n.\n` and the like do not, so
+//! an SMTP smuggling attempt arrives as harmless body text instead of a second message. A dot
+//! that begins a line after a bare line end is content (only a line after CRLF is an SMTP
+//! line whose leading dot is stuffing), and it is stuffed again on the way out, so no receiver
+//! that splits lines on CR or LF alone ever sees a lone dot from us. NUL bytes are noted and
+//! the message is refused once its end is seen.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// At the start of a line that followed CRLF (or the DATA command itself).
     LineStart,
-    /// At the start of a line that followed a bare LF: a lone dot here does not end data.
-    LineStartAfterBareLf,
-    /// Saw a dot at the start of a line; `after_bare_lf` as above.
-    Dot { after_bare_lf: bool },
-    /// Saw `.\r` at the start of a line.
-    DotCr { after_bare_lf: bool },
+    /// At the start of a line that followed a bare LF or CR: a dot here is content.
+    LineStartAfterBare,
+    /// Saw a dot at the start of a line after CRLF.
+    Dot,
+    /// Saw `.\r` at the start of a line after CRLF.
+    DotCr,
     /// Inside a line.
     Text,
     /// Inside a line, just after a CR.
@@ -32,13 +35,13 @@ pub struct DataReceiver {
     max_size: u64,
     size: u64,
     saw_nul: bool,
-    bare_line_feeds: u64,
+    bare_line_ends: u64,
 }
 
 /// What a finished DATA phase produced.
 #[derive(Debug)]
 pub enum DataOutcome {
-    Complete { body: Vec<u8>, bare_line_feeds: u64 },
+    Complete { body: Vec<u8>, bare_line_ends: u64 },
     TooBig,
     ContainsNul,
 }
@@ -51,7 +54,7 @@ impl DataReceiver {
             max_size,
             size: 0,
             saw_nul: false,
-            bare_line_feeds: 0,
+            bare_line_ends: 0,
         }
     }
 
@@ -90,7 +93,7 @@ impl DataReceiver {
         } else {
             DataOutcome::Complete {
                 body: self.body,
-                bare_line_feeds: self.bare_line_feeds,
+                bare_line_ends: self.bare_line_ends,
             }
         }
     }
@@ -98,55 +101,45 @@ impl DataReceiver {
     /// Returns true at the end of data.
     fn step(&mut self, byte: u8) -> bool {
         self.state = match self.state {
-            State::LineStart | State::LineStartAfterBareLf if byte == b'.' => State::Dot {
-                after_bare_lf: self.state == State::LineStartAfterBareLf,
-            },
-            State::LineStart | State::LineStartAfterBareLf | State::Text => self.text(byte),
+            State::LineStart if byte == b'.' => State::Dot,
+            State::LineStart | State::LineStartAfterBare | State::Text => self.text(byte),
             // The leading dot of a stuffed line is dropped (RFC 5321 4.5.2).
-            State::Dot { after_bare_lf } => match byte {
-                b'\r' => State::DotCr { after_bare_lf },
+            State::Dot => match byte {
+                b'\r' => State::DotCr,
                 _ => self.text(byte),
             },
-            State::DotCr {
-                after_bare_lf: false,
-            } if byte == b'\n' => return true,
-            // `.\r\n` after a bare LF: an empty (unstuffed) line, not the end.
-            State::DotCr {
-                after_bare_lf: true,
-            } if byte == b'\n' => {
+            State::DotCr if byte == b'\n' => return true,
+            State::Cr if byte == b'\n' => {
                 self.push(b"\r\n");
                 State::LineStart
             }
-            State::DotCr { .. } | State::Cr => match byte {
-                b'\n' => {
-                    self.push(b"\r\n");
-                    State::LineStart
-                }
-                // The CR before this byte was a bare CR: keep it.
-                _ => {
-                    self.push(b"\r");
-                    self.text(byte)
-                }
-            },
+            // The CR before this byte was a bare CR: it ended the line.
+            State::DotCr | State::Cr => {
+                self.bare_line_end();
+                self.text(byte)
+            }
         };
         false
     }
 
-    /// A byte inside a line.
+    /// A byte inside a line (or at the start of one where a dot means nothing special).
     fn text(&mut self, byte: u8) -> State {
         match byte {
             b'\r' => State::Cr,
-            b'\n' => {
-                self.bare_line_feeds += 1;
-                self.push(b"\r\n");
-                State::LineStartAfterBareLf
-            }
+            b'\n' => self.bare_line_end(),
             _ => {
                 self.saw_nul |= byte == 0;
                 self.push(&[byte]);
                 State::Text
             }
         }
+    }
+
+    /// A bare LF or CR: stored as CRLF, and what follows starts a line that cannot end data.
+    fn bare_line_end(&mut self) -> State {
+        self.bare_line_ends += 1;
+        self.push(b"\r\n");
+        State::LineStartAfterBare
     }
 
     /// Stores bytes until the size limit is passed; after that only counts them, so that the
@@ -211,7 +204,7 @@ mod tests {
                 "8-bit: gr\u{fc}\u{df}e\r\n.\r\n".as_bytes(),
                 "8-bit: gr\u{fc}\u{df}e\r\n".as_bytes(),
             ),
-            (b"bare cr\rinside\r\n.\r\n", b"bare cr\rinside\r\n"),
+            (b"bare cr\rinside\r\n.\r\n", b"bare cr\r\ninside\r\n"),
             (b"a\r\n\r\n\r\n.\r\n", b"a\r\n\r\n\r\n"),
         ];
         for (wire, expected) in cases {
@@ -222,18 +215,80 @@ mod tests {
     #[test]
     fn bare_lf_is_normalised_and_cannot_end_data() {
         assert_eq!(body(b"a\nb\r\n.\r\n"), b"a\r\nb\r\n");
-        // Smuggling shapes: none of these ends the message.
+        // Smuggling shapes: none of these ends the message; the dot stays content.
         let wire = b"a\n.\r\nMAIL FROM:<x@y>\r\n.\r\n";
-        assert_eq!(body(wire), b"a\r\n\r\nMAIL FROM:<x@y>\r\n");
+        assert_eq!(body(wire), b"a\r\n.\r\nMAIL FROM:<x@y>\r\n");
         let wire = b"a\r\n.\nMAIL FROM:<x@y>\r\n.\r\n";
         assert_eq!(body(wire), b"a\r\n\r\nMAIL FROM:<x@y>\r\n");
         let wire = b"a\n.\nb\r\n.\r\n";
-        assert_eq!(body(wire), b"a\r\n\r\nb\r\n");
+        assert_eq!(body(wire), b"a\r\n.\r\nb\r\n");
         match receive(b"a\nb\n.\r\n.\r\n", 4).0 {
-            DataOutcome::Complete {
-                bare_line_feeds, ..
-            } => assert_eq!(bare_line_feeds, 2),
+            DataOutcome::Complete { bare_line_ends, .. } => assert_eq!(bare_line_ends, 2),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_cr_is_normalised_like_bare_lf_and_never_ends_data() {
+        // Each lookalike arrives as lines, the dot kept as content (re-stuffed on the way out).
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"a\r.\rb\r\n.\r\n", b"a\r\n.\r\nb\r\n"),
+            (b"a\r.\r\nb\r\n.\r\n", b"a\r\n.\r\nb\r\n"),
+            (b"a\r\r.\r\rb\r\n.\r\n", b"a\r\n\r\n.\r\n\r\nb\r\n"),
+            (b"a\r\n\r.\r\nb\r\n.\r\n", b"a\r\n\r\n.\r\nb\r\n"),
+            (b"a\r.\nb\r\n.\r\n", b"a\r\n.\r\nb\r\n"),
+        ];
+        for (wire, expected) in cases {
+            assert_eq!(body(wire), *expected, "{:?}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    #[test]
+    fn a_dot_after_a_bare_line_end_is_content_not_stuffing() {
+        // `\n.\n` is a line holding a dot, not a stuffed empty line: the dot is kept.
+        assert_eq!(body(b"a\n.\nb\r\n.\r\n"), b"a\r\n.\r\nb\r\n");
+        assert_eq!(body(b"a\n..\r\n.\r\n"), b"a\r\n..\r\n");
+        // After a real CRLF the leading dot is stuffing, as RFC 5321 4.5.2 says.
+        assert_eq!(body(b"a\r\n..\r\n.\r\n"), b"a\r\n.\r\n");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any bytes from the troublesome alphabet: every chunking gives the same message, the
+        /// stored body has only CRLF line ends, and relaying it never puts a lone dot on any
+        /// line however a receiver splits lines (CR, LF or CRLF) or strips NUL.
+        #[test]
+        fn lookalikes_never_become_an_end_of_data(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'.', b'\r', b'\n', 0u8]), 0..40),
+            chunk in 1usize..8,
+        ) {
+            let mut wire = bytes.clone();
+            wire.extend_from_slice(b"\r\n.\r\n");
+            let whole = receive(&wire, wire.len());
+            let chunked = receive(&wire, chunk);
+            proptest::prop_assert_eq!(format!("{:?}", whole), format!("{:?}", chunked));
+            let (outcome, _) = whole;
+            let body = match outcome {
+                DataOutcome::Complete { body, .. } => body,
+                DataOutcome::ContainsNul => return Ok(()),
+                DataOutcome::TooBig => unreachable!(),
+            };
+            for (at, &byte) in body.iter().enumerate() {
+                let crlf = (byte == b'\r' && body.get(at + 1) == Some(&b'\n'))
+                    || (byte == b'\n' && at > 0 && body[at - 1] == b'\r');
+                proptest::prop_assert!(!matches!(byte, b'\r' | b'\n') || crlf, "bare line end in {:?}", body);
+            }
+            let mut framed = Vec::new();
+            crate::wire::write_data(&body, &mut framed);
+            let framed = &framed[..framed.len() - 3];
+            let no_nul: Vec<u8> = framed.iter().copied().filter(|&b| b != 0).collect();
+            for text in [framed, &no_nul[..]] {
+                for line in text.split(|&b| b == b'\r' || b == b'\n') {
+                    proptest::prop_assert_ne!(line, b".", "a lone dot in {:?}", String::from_utf8_lossy(text));
+                }
+            }
         }
     }
 

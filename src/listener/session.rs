@@ -320,10 +320,10 @@ impl Session {
             DataOutcome::ContainsNul => self.error(reply::NUL_IN_MESSAGE),
             DataOutcome::Complete {
                 body,
-                bare_line_feeds,
+                bare_line_ends,
             } => {
-                if bare_line_feeds > 0 {
-                    tracing::info!(peer = ?self.peer, bare_line_feeds, "bare LF in message normalised to CRLF");
+                if bare_line_ends > 0 {
+                    tracing::info!(peer = ?self.peer, bare_line_ends, "bare LF or CR in message normalised to CRLF");
                 }
                 let client = match &self.peer {
                     Peer::Tcp(ip) => Client::Smtp {

@@ -4,6 +4,7 @@
 mod cli;
 mod delivery;
 mod durability;
+mod hardening;
 mod identity;
 mod intake;
 mod metrics;

@@ -16,9 +16,11 @@ pub enum InputError {
     TooBig(u64),
 }
 
-/// Reads the message, converting bare LF line ends to CRLF and ending it with a line end.
-/// Without `ignore_dots`, a line holding a single `.` ends the message (sendmail's classic
-/// behaviour; cron passes -i so that such a line stays in the mail).
+/// Reads the message, converting bare LF and bare CR line ends to CRLF (the same policy as
+/// SMTP intake, so no receiver that splits lines on CR alone sees a line we did not mean) and
+/// ending it with a line end. Without `ignore_dots`, a line holding a single `.` ends the
+/// message (sendmail's classic behaviour; cron passes -i so that such a line stays in the
+/// mail).
 pub fn read(input: impl Read, ignore_dots: bool, max_size: u64) -> Result<Vec<u8>, InputError> {
     let mut raw = Vec::new();
     input
@@ -26,15 +28,15 @@ pub fn read(input: impl Read, ignore_dots: bool, max_size: u64) -> Result<Vec<u8
         .read_to_end(&mut raw)?;
     let mut message = Vec::with_capacity(raw.len() + raw.len() / 32);
     for line in raw.split_inclusive(|&b| b == b'\n') {
-        let content = line
-            .strip_suffix(b"\n")
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .unwrap_or(line);
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
         if !ignore_dots && content == b"." {
             break;
         }
-        message.extend_from_slice(content);
-        message.extend_from_slice(b"\r\n");
+        for piece in content.split(|&b| b == b'\r') {
+            message.extend_from_slice(piece);
+            message.extend_from_slice(b"\r\n");
+        }
         if message.len() as u64 > max_size {
             return Err(InputError::TooBig(max_size));
         }
@@ -92,7 +94,8 @@ mod tests {
     fn line_ends_become_crlf() {
         assert_eq!(read_str("a\nb\r\nc", true), "a\r\nb\r\nc\r\n");
         assert_eq!(read_str("", true), "");
-        assert_eq!(read_str("bare\rcr\n", true), "bare\rcr\r\n");
+        assert_eq!(read_str("bare\rcr\n", true), "bare\r\ncr\r\n");
+        assert_eq!(read_str("a\r.\rb\n", true), "a\r\n.\r\nb\r\n");
     }
 
     #[test]

@@ -1,0 +1,65 @@
+//! Hardening against hostile clients: nothing that looks like end-of-data leaves us. A client
+//! (raw socket) sends the SMTP-smuggling lookalikes; the upstream (aiosmtpd) must get one
+//! message whose lines are CRLF-only, each lookalike dot kept as content; `sendmail` refuses
+//! NUL like SMTP does.
+
+use std::time::Duration;
+
+use crate::support::*;
+use crate::upstream::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn end_of_data_lookalikes_arrive_as_content_of_one_message() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    let work = delivering_workdir(&certs, upstream.starttls, "starttls", "", "");
+    let relay = Relay::start(&work);
+    let mut client = RawClient::connect(relay.addr);
+    client.start_transaction("app@example.com", "ops@example.com");
+    assert!(client.command("DATA").starts_with("354"));
+    // Bare CR, CR-dot-CR, the CRLF-CR mix, bare LF around a dot, then a real end.
+    client.send(
+        b"Subject: lookalikes\r\n\r\na\r.\rMAIL FROM:<evil@x.example>\r\nb\r\n\r.\r\nc\n.\nd\r\r.\r\re\r\n.\r\n",
+    );
+    let reply = client.reply();
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(client.command("QUIT").starts_with("221"));
+    let received = upstream.wait_for(1, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "one message, nothing smuggled"
+    );
+    let body = data(&received[0]);
+    let text = String::from_utf8_lossy(&body);
+    let content = text.split_once("\r\n\r\n").expect("a body").1;
+    assert_eq!(
+        content,
+        "a\r\n.\r\nMAIL FROM:<evil@x.example>\r\nb\r\n\r\n.\r\nc\r\n.\r\nd\r\n\r\n.\r\n\r\ne\r\n",
+        "every bare line end normalised, every dot kept as content"
+    );
+    for (at, byte) in body.iter().enumerate() {
+        if *byte == b'\r' {
+            assert_eq!(body.get(at + 1), Some(&b'\n'), "no bare CR: {text:?}");
+        }
+        if *byte == b'\n' {
+            assert_eq!(body[at - 1], b'\r', "no bare LF: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn sendmail_refuses_nul_like_smtp_does() {
+    let work = Workdir::new("[rewrite.aliases]\nroot = \"ops@example.com\"\n");
+    let output = work.run(
+        &work.link("sendmail"),
+        &["-i", "root"],
+        b"Subject: x\n\nhello\n\x00.\nworld\n",
+    );
+    assert_eq!(output.status.code(), Some(65), "EX_DATAERR");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("NUL"));
+    assert!(queued_ids(&work.spool()).is_empty());
+}
