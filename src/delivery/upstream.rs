@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_send::{SmtpClient, SmtpClientBuilder};
+use mail_send::smtp::AssertReply;
+use mail_send::{Credentials, SmtpClient};
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
@@ -192,53 +193,117 @@ impl Endpoint {
         )
     }
 
+    /// Connects the way RFC 3207 and RFC 8314 say, each stage under its own deadline
+    /// (`connect_timeout`): TCP, the TLS handshake, the greeting, EHLO, STARTTLS, AUTH. A
+    /// tarpit that never greets, or greets without a line end, costs one deadline and the
+    /// attempt moves on to the next upstream. The last EHLO's capabilities are kept: no EHLO
+    /// is sent twice.
     pub async fn connect(&self, timeouts: Timeouts) -> Result<Connection, Unusable> {
-        let upstream = &self.server;
-        let mut builder = SmtpClientBuilder::new_with_tls_connector(
-            upstream.host.clone(),
-            upstream.port,
-            self.tls.clone(),
-        )
-        .implicit_tls(upstream.tls == TlsMode::Implicit)
-        .helo_host(self.helo.clone())
-        .timeout(timeouts.connect);
-        if let Some((username, password)) = &self.login {
-            builder = builder.credentials((username.clone(), password.expose().to_string()));
-        }
-        let client = match upstream.tls {
-            TlsMode::None => builder.connect_plain().await.map(Client::Plain),
-            TlsMode::StartTls | TlsMode::Implicit => {
-                builder.connect().await.map(|c| Client::Tls(Box::new(c)))
+        let server = &self.server;
+        let deadline = timeouts.connect;
+        let tcp = stage("TCP connect", deadline, async {
+            TcpStream::connect((server.host.as_str(), server.port))
+                .await
+                .map_err(mail_send::Error::Io)
+        })
+        .await?;
+        let plain = SmtpClient {
+            stream: tcp,
+            timeout: deadline,
+        };
+        let (client, ehlo) = match server.tls {
+            TlsMode::Implicit => {
+                let mut client = stage(
+                    "TLS handshake",
+                    deadline,
+                    plain.into_tls(&self.tls, &server.host),
+                )
+                .await?;
+                let ehlo = self.greet(&mut client, deadline).await?;
+                (Client::Tls(Box::new(client)), ehlo)
             }
-        }
-        .map_err(unusable)?;
+            TlsMode::StartTls => {
+                let mut plain = plain;
+                let ehlo = self.greet(&mut plain, deadline).await?;
+                if !ehlo.has_capability(smtp_proto::EXT_START_TLS) {
+                    return Err(unusable(mail_send::Error::MissingStartTls));
+                }
+                let mut client = stage(
+                    "STARTTLS",
+                    deadline,
+                    plain.start_tls(&self.tls, &server.host),
+                )
+                .await?;
+                // RFC 3207 4.2: everything learned before TLS is forgotten; ask again.
+                let ehlo = stage("EHLO after STARTTLS", deadline, client.ehlo(&self.helo)).await?;
+                (Client::Tls(Box::new(client)), ehlo)
+            }
+            TlsMode::None => {
+                let mut plain = plain;
+                let ehlo = self.greet(&mut plain, deadline).await?;
+                (Client::Plain(plain), ehlo)
+            }
+        };
         let mut connection = Connection {
             client,
             timeouts,
-            pipelining: false,
-            capabilities: Capabilities::default(),
+            pipelining: ehlo.has_capability(smtp_proto::EXT_PIPELINING),
+            capabilities: Capabilities {
+                eight_bit_mime: ehlo.has_capability(smtp_proto::EXT_8BIT_MIME),
+                smtputf8: ehlo.has_capability(smtp_proto::EXT_SMTP_UTF8),
+                size: ehlo
+                    .has_capability(smtp_proto::EXT_SIZE)
+                    .then_some(ehlo.size),
+            },
             opened: tokio::time::Instant::now(),
             messages: 0,
         };
-        // mail-send keeps the capabilities it saw to itself: ask once more, once per
-        // connection, whether commands may be pipelined (RFC 2920), how large a message may
-        // be (RFC 1870) and whether 8-bit and UTF-8 may be sent (RFC 6152, RFC 6531).
-        connection.set_timeout(timeouts.command);
-        let capabilities = match &mut connection.client {
-            Client::Tls(client) => client.ehlo(&self.helo).await,
-            Client::Plain(client) => client.ehlo(&self.helo).await,
-        };
-        if let Ok(capabilities) = capabilities {
-            connection.pipelining = capabilities.has_capability(smtp_proto::EXT_PIPELINING);
-            connection.capabilities = Capabilities {
-                eight_bit_mime: capabilities.has_capability(smtp_proto::EXT_8BIT_MIME),
-                smtputf8: capabilities.has_capability(smtp_proto::EXT_SMTP_UTF8),
-                size: capabilities
-                    .has_capability(smtp_proto::EXT_SIZE)
-                    .then_some(capabilities.size),
+        if let Some((username, password)) = &self.login {
+            let credentials = Credentials::new(username.as_str(), password.expose());
+            let authenticated = match &mut connection.client {
+                Client::Tls(client) => {
+                    stage("AUTH", deadline, async {
+                        client.authenticate(&credentials, &ehlo).await.map(|_| ())
+                    })
+                    .await
+                }
+                Client::Plain(_) => Err(Unusable::Misconfigured(
+                    "credentials are never sent without TLS".into(),
+                )),
             };
+            authenticated?;
         }
+        connection.set_timeout(timeouts.command);
         Ok(connection)
+    }
+
+    /// Reads the greeting (it must be 2xx) and says EHLO, each under `deadline`.
+    async fn greet<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        client: &mut SmtpClient<T>,
+        deadline: Duration,
+    ) -> Result<smtp_proto::EhloResponse<String>, Unusable> {
+        stage("greeting", deadline, async {
+            client.read().await?.assert_positive_completion()
+        })
+        .await?;
+        stage("EHLO", deadline, client.ehlo(&self.helo)).await
+    }
+}
+
+/// One stage of connection setup under its deadline; expiry names the stage.
+async fn stage<T>(
+    name: &str,
+    deadline: Duration,
+    work: impl std::future::Future<Output = mail_send::Result<T>>,
+) -> Result<T, Unusable> {
+    // mail-send bounds some steps itself with the same deadline: either way, name the stage.
+    match tokio::time::timeout(deadline, work).await {
+        Ok(Err(mail_send::Error::Timeout)) | Err(_) => Err(Unusable::Unreachable(format!(
+            "{name}: no answer within {} (connect_timeout)",
+            humantime::format_duration(deadline)
+        ))),
+        Ok(result) => result.map_err(unusable),
     }
 }
 

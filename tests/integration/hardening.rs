@@ -63,3 +63,91 @@ fn sendmail_refuses_nul_like_smtp_does() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("NUL"));
     assert!(queued_ids(&work.spool()).is_empty());
 }
+
+/// A tarpitting upstream (tests/peers/tarpit.py) until dropped.
+struct Tarpit {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Tarpit {
+    fn start(mode: &str) -> Tarpit {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg(peer("tarpit.py"))
+            .arg(mode)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = serde_json::from_str::<serde_json::Value>(&line).unwrap()["port"]
+            .as_u64()
+            .unwrap() as u16;
+        Tarpit { child, port }
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_tarpitting_primary_costs_one_connect_timeout_then_the_secondary_delivers() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    for (mode, tls) in [
+        ("silent", "none"),
+        ("partial", "none"),
+        ("silent", "starttls"),
+        ("silent", "implicit"),
+        ("partial", "starttls"),
+    ] {
+        let tarpit = Tarpit::start(mode);
+        let before = upstream.received().len();
+        let work = Workdir::new("");
+        let password = password_file(work.dir.path(), PASSWORD);
+        let primary = match tls {
+            "none" => format!(
+                "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+                tarpit.port
+            ),
+            _ => upstream_table(tarpit.port, tls, &password, Some(&certs.ca())),
+        };
+        let delivery = delivery_config(
+            &[
+                primary,
+                upstream_table(upstream.starttls, "starttls", &password, Some(&certs.ca())),
+            ],
+            "connect_timeout = \"2s\"\n",
+        );
+        work.write_config(&format!("hostname = \"relay.test\"\n{delivery}"));
+        let relay = Relay::start(&work);
+        let started = std::time::Instant::now();
+        let sent = smtplib_send(
+            relay.port(),
+            "app@example.com",
+            &["ops@example.com"],
+            b"From: app@example.com\r\nSubject: tarpit\r\n\r\nhi\r\n",
+            &[],
+        );
+        assert_eq!(sent["data"][0], 250);
+        upstream.wait_for(before + 1, WAIT);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(6),
+            "{mode}/{tls}: the tarpit held delivery for {took:?}"
+        );
+        let log = relay.all_logs();
+        assert!(
+            log.contains("upstream unusable") && log.contains("within 2s"),
+            "{mode}/{tls}: the reason is logged: {log}"
+        );
+    }
+}

@@ -397,5 +397,14 @@ fn connections_are_recycled_after_max_messages_per_connection() {
         .collect();
     ports.dedup();
     assert_eq!(ports.len(), 3, "two messages per connection: {ports:?}");
+    // Each connection said EHLO once before STARTTLS and once after (RFC 3207), no more.
+    let ehlos = std::fs::read_to_string(upstream.dir.join("ehlo.jsonl")).unwrap();
+    for port in &ports {
+        let count = ehlos
+            .lines()
+            .filter(|l| l.contains(&format!("\"peer_port\": {port},")))
+            .count();
+        assert_eq!(count, 2, "EHLOs on connection {port}: {ehlos}");
+    }
     final_states(&work, 6);
 }

@@ -47,6 +47,8 @@ class Handler:
         # aiosmtpd reads pipelined commands in order but does not advertise it; SES and Postfix
         # do, so the relay's pipelined path is what these tests exercise.
         session.host_name = hostname
+        with open(self.directory / "ehlo.jsonl", "a") as out:
+            out.write(json.dumps({"peer_port": session.peer[1], "tls": session.ssl is not None}) + "\n")
         script = self.script()
         if script.get("pipelining", True):
             responses.insert(1, "250-PIPELINING")
