@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::upstream::{RawUpstream, Upstream, validate_upstream};
-use super::{ConfigError, duration, invalid};
+use super::{ConfigError, count_within, duration, invalid};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -149,10 +149,7 @@ pub(super) fn validate(
         delivered_retention: duration("delivery.delivered_retention", &raw.delivered_retention)?,
         poll_interval: duration("delivery.poll_interval", &raw.poll_interval)?,
         lease: duration("delivery.lease", &raw.lease)?,
-        connections: match raw.connections {
-            0 => return Err(invalid("delivery.connections", "must be at least 1")),
-            n => n,
-        },
+        connections: count_within("delivery.connections", raw.connections as u64, 10_000)? as usize,
         hold_on: raw.hold_on,
         upstreams,
     })

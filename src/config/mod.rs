@@ -318,7 +318,13 @@ impl Config {
             smtp: validate_smtp(raw.smtp)?,
             spool: SpoolConfig {
                 path: absolute("spool.path", raw.spool.path)?,
-                busy_timeout: duration("spool.busy_timeout", &raw.spool.busy_timeout)?,
+                // SQLite takes it in milliseconds as a C int; a writer waiting longer than a
+                // few minutes is a stuck spool, not a busy one.
+                busy_timeout: duration_at_most(
+                    "spool.busy_timeout",
+                    &raw.spool.busy_timeout,
+                    Duration::from_secs(600),
+                )?,
             },
             delivery,
             rewrite,
@@ -429,13 +435,17 @@ fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
             ));
         }
     }
-    let positive = |key: &str, value: usize| {
-        if value == 0 {
-            Err(invalid(key, "must be at least 1"))
-        } else {
-            Ok(value)
+    for (index, network) in networks.iter().enumerate() {
+        if network.prefix_len() == 0 {
+            return Err(invalid(
+                format!("smtp.trusted_networks[{index}]"),
+                format!(
+                    "{network} trusts every address: that is an open relay; list the networks of your own clients (e.g. the VPC's CIDR)"
+                ),
+            ));
         }
-    };
+    }
+    let count = |key: &str, value: usize, max: u64| count_within(key, value as u64, max);
     if raw.max_command_line < 512 {
         return Err(invalid(
             "smtp.max_command_line",
@@ -447,20 +457,25 @@ fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
         trusted_networks: TrustedNetworks::new(networks),
         allowed_sender_domains: SenderDomains::new(raw.allowed_sender_domains),
         limits: SessionLimits {
-            max_message_size: positive("smtp.max_message_size", raw.max_message_size as usize)?
-                as u64,
-            max_recipients: positive("smtp.max_recipients", raw.max_recipients)?,
+            // Messages are held in memory while they arrive.
+            max_message_size: count(
+                "smtp.max_message_size",
+                raw.max_message_size as usize,
+                1 << 30,
+            )?,
+            max_recipients: count("smtp.max_recipients", raw.max_recipients, 100_000)? as usize,
             max_command_line: raw.max_command_line,
-            max_errors: positive("smtp.max_errors", raw.max_errors as usize)? as u32,
+            max_errors: count("smtp.max_errors", raw.max_errors as usize, 1_000_000)? as u32,
             idle_timeout: duration("smtp.idle_timeout", &raw.idle_timeout)?,
             command_timeout: duration("smtp.command_timeout", &raw.command_timeout)?,
             data_timeout: duration("smtp.data_timeout", &raw.data_timeout)?,
         },
-        max_connections: positive("smtp.max_connections", raw.max_connections)?,
-        max_connections_per_ip: positive(
+        max_connections: count("smtp.max_connections", raw.max_connections, 1_000_000)? as usize,
+        max_connections_per_ip: count(
             "smtp.max_connections_per_ip",
             raw.max_connections_per_ip,
-        )?,
+            1_000_000,
+        )? as usize,
         shutdown_grace: duration("smtp.shutdown_grace", &raw.shutdown_grace)?,
     })
 }
@@ -483,7 +498,20 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
+/// The longest any duration may be: a year is past every sensible timeout, lifetime or
+/// retention, and far from the overflows of the clocks and timers they feed.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    duration_at_most(key, text, MAX_DURATION)
+}
+
+/// A duration above zero and at most `max`.
+pub(crate) fn duration_at_most(
+    key: &str,
+    text: &str,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
     let value = humantime::parse_duration(text).map_err(|e| {
         invalid(
             key,
@@ -493,7 +521,22 @@ pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     if value.is_zero() {
         return Err(invalid(key, "must be longer than zero"));
     }
+    if value > max {
+        return Err(invalid(
+            key,
+            format!("must be at most {}", humantime::format_duration(max)),
+        ));
+    }
     Ok(value)
+}
+
+/// A count from 1 to `max`.
+pub(crate) fn count_within(key: &str, value: u64, max: u64) -> Result<u64, ConfigError> {
+    match value {
+        0 => Err(invalid(key, "must be at least 1")),
+        n if n > max => Err(invalid(key, format!("must be at most {max}"))),
+        n => Ok(n),
+    }
 }
 
 fn system_hostname() -> Result<String, ConfigError> {
@@ -544,6 +587,54 @@ mod tests {
     fn the_annotated_example_is_valid() {
         let text = include_str!("../../config/smarthost.toml");
         Config::from_toml(text).unwrap();
+    }
+
+    /// Values that parse but would panic or misbehave at run time are refused here, with the
+    /// key, so that check-config's "OK" means the daemon can run with it.
+    #[test]
+    fn out_of_range_values_are_refused_with_the_key() {
+        let cases = [
+            ("[spool]\nbusy_timeout = \"25d\"", "spool.busy_timeout"),
+            ("[smtp]\nidle_timeout = \"1000000d\"", "smtp.idle_timeout"),
+            (
+                "[smtp]\nmax_connections = 4294967296000",
+                "smtp.max_connections",
+            ),
+            (
+                "[smtp]\nmax_connections_per_ip = 4294967296000",
+                "smtp.max_connections_per_ip",
+            ),
+            ("[smtp]\nmax_recipients = 100000000", "smtp.max_recipients"),
+            (
+                "[smtp]\nmax_message_size = 100000000000",
+                "smtp.max_message_size",
+            ),
+            ("[smtp]\ntrusted_networks = [\"0.0.0.0/0\"]", "open relay"),
+            (
+                "[smtp]\ntrusted_networks = [\"127.0.0.1\", \"::/0\"]",
+                "smtp.trusted_networks[1]",
+            ),
+            ("[delivery]\nconnections = 1000000", "delivery.connections"),
+            (
+                "[[upstream]]\nhost = \"h\"\nport = 587\ntls = \"starttls\"\nmax_messages_per_second = 1e-20",
+                "upstream[0].max_messages_per_second",
+            ),
+            (
+                "[[upstream]]\nhost = \"h\"\nport = 587\ntls = \"starttls\"\nmax_recipients = 100000000",
+                "upstream[0].max_recipients",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Config::from_toml(&format!("hostname = \"h.example\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        // The edges that are fine.
+        Config::from_toml(
+            "hostname = \"h.example\"\n[[upstream]]\nhost = \"h\"\nport = 587\ntls = \"starttls\"\nmax_messages_per_second = 0.01\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ses_smtp::{is_region, smtp_password};
-use super::{ConfigError, duration, invalid};
+use super::{ConfigError, count_within, duration, invalid};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +60,11 @@ fn default_max_messages_per_connection() -> u32 {
 fn default_max_connection_age() -> String {
     "5m".into()
 }
+
+/// Send rates: slower than one message in 1000 s is a typo, and faster than a million per
+/// second is no limit at all (and the slot arithmetic must stay finite).
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1_000_000.0;
 
 /// SESv2 `SendEmail` takes raw messages up to 40 MB (AWS, "Amazon SES quotas").
 const SES_API_MAX_MESSAGE: u64 = 40 * 1024 * 1024;
@@ -219,13 +224,12 @@ pub(super) fn validate_upstream(index: usize, raw: RawUpstream) -> Result<Upstre
             ));
         }
     };
-    if raw.max_recipients == 0 {
-        return Err(invalid(key("max_recipients"), "must be at least 1"));
-    }
-    if !(raw.max_messages_per_second >= 0.0 && raw.max_messages_per_second.is_finite()) {
+    count_within(&key("max_recipients"), raw.max_recipients as u64, 100_000)?;
+    let rate = raw.max_messages_per_second;
+    if !(rate == 0.0 || (MIN_RATE..=MAX_RATE).contains(&rate)) {
         return Err(invalid(
             key("max_messages_per_second"),
-            "must be 0 (unlimited) or a positive rate",
+            format!("must be 0 (unlimited) or a rate from {MIN_RATE} to {MAX_RATE}"),
         ));
     }
     if raw.max_message_size == Some(0) {
