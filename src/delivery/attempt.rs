@@ -297,6 +297,10 @@ async fn try_smtp(to: &Target<'_>, endpoint: &Endpoint, connections: &mut Connec
                 ));
             }
             Rounds::Partial(replies, broken) => {
+                let retry = match broken {
+                    Broken::OutcomeUnknown(_) => Retry::OutcomeUnknown,
+                    _ => Retry::Backoff,
+                };
                 let reason = lost_reason(broken);
                 tracing::warn!(upstream = %name, %reason, "upstream failed between transactions");
                 upstream.mark_down(shared.config.upstream_cooldown);
@@ -309,7 +313,7 @@ async fn try_smtp(to: &Target<'_>, endpoint: &Endpoint, connections: &mut Connec
                             AttemptReply::Upstream(reply),
                         ),
                         None => (
-                            Disposition::Deferred(Retry::Backoff),
+                            Disposition::Deferred(retry),
                             AttemptReply::Local {
                                 reason: format!("{name}: {reason}"),
                                 status: TRANSIENT_LOCAL,
@@ -322,6 +326,10 @@ async fn try_smtp(to: &Target<'_>, endpoint: &Endpoint, connections: &mut Connec
             Rounds::Broken(Broken::Lost(reason)) if reused => {
                 tracing::debug!(upstream = %name, %reason, "idle connection was closed; reconnecting");
                 continue;
+            }
+            // Not again at once, here or at another upstream: it may have been delivered.
+            Rounds::Broken(Broken::OutcomeUnknown(reason)) => {
+                return Tried::Answered(outcome_unknown(to, outbound.changes, &reason));
             }
             Rounds::Broken(broken) => lost_reason(broken),
         };
@@ -362,7 +370,29 @@ fn lost_reason(broken: Broken) -> String {
     match broken {
         Broken::ServiceUnavailable(reply) => reply.to_string(),
         Broken::Lost(reason) => format!("connection lost: {reason}"),
+        Broken::OutcomeUnknown(reason) => format!("outcome unknown: {reason}"),
     }
+}
+
+/// The whole message went out and no final reply came (RFC 1047): the recipients wait at
+/// least `retry_initial`, the attempt says "outcome unknown", and it is counted.
+fn outcome_unknown(to: &Target<'_>, changes: Vec<String>, reason: &str) -> Attempt {
+    let shared = to.shared;
+    let name = to.name();
+    tracing::warn!(queue_id = %to.message.id, upstream = %name, %reason,
+        "outcome unknown: the message may have been delivered; not retried before retry_initial");
+    shared.metrics.outcome_unknown(&name);
+    shared.upstreams[to.index].mark_down(shared.config.upstream_cooldown);
+    let mut attempt = Attempt::answered(shared, to.index, Vec::new(), changes);
+    let reply = AttemptReply::Local {
+        reason: format!(
+            "outcome unknown: {reason}; it may have been delivered, so it is retried only after the backoff"
+        ),
+        status: TRANSIENT_LOCAL,
+    };
+    attempt.outcomes =
+        vec![(Disposition::Deferred(Retry::OutcomeUnknown), reply); to.addresses.len()];
+    attempt
 }
 
 /// Back in the pool, unless the connection has carried enough messages or lived long enough

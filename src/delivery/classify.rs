@@ -28,6 +28,10 @@ pub enum Retry {
     SlowDown,
     /// Not before this long (a daily quota): the upstream is also rested for as long.
     After(Duration),
+    /// The final reply never came; the message may have been delivered. The backoff, and at
+    /// least `retry_initial` whatever the attempt count, so a stalling upstream cannot
+    /// multiply copies.
+    OutcomeUnknown,
 }
 
 /// What a matching reply does.

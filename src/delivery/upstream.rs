@@ -320,6 +320,15 @@ fn reply_or_broken(
     Ok(reply)
 }
 
+/// Writes `bytes` in one go.
+async fn write_all<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    client.stream.write_all(bytes).await?;
+    client.stream.flush().await
+}
+
 /// Writes `bytes` in one go and reads `replies` replies. (mail-send's `cmds` writes each
 /// command separately: a segment and a system call apiece.)
 async fn write_and_read<T: AsyncRead + AsyncWrite + Unpin>(
@@ -327,8 +336,7 @@ async fn write_and_read<T: AsyncRead + AsyncWrite + Unpin>(
     bytes: &[u8],
     replies: usize,
 ) -> mail_send::Result<Vec<smtp_proto::Response<String>>> {
-    client.stream.write_all(bytes).await?;
-    client.stream.flush().await?;
+    write_all(client, bytes).await?;
     client.read_many(replies).await
 }
 
@@ -380,8 +388,11 @@ pub struct Connection {
 pub enum Broken {
     /// `421`: the upstream is closing; another upstream may take the message.
     ServiceUnavailable(UpstreamReply),
-    /// I/O error or timeout mid-transaction.
+    /// I/O error or timeout mid-transaction, before the message was complete.
     Lost(String),
+    /// The whole message went out but no final reply came: it may have been delivered. Never
+    /// retried at once, here or elsewhere, so a stalling upstream does not multiply copies.
+    OutcomeUnknown(String),
 }
 
 /// The envelope of one transaction, with the body as prepared for this upstream.
@@ -417,17 +428,38 @@ impl Connection {
     async fn send_body(&mut self, body: &[u8]) -> Result<UpstreamReply, Broken> {
         let mut framed = Vec::new();
         wire::write_data(body, &mut framed);
-        let result = tokio::time::timeout(self.timeouts.data, async {
+        let data = self.timeouts.data;
+        let written = tokio::time::timeout(data, async {
             match &mut self.client {
-                Client::Tls(client) => write_and_read(client, &framed, 1).await,
-                Client::Plain(client) => write_and_read(client, &framed, 1).await,
+                Client::Tls(client) => write_all(client, &framed).await,
+                Client::Plain(client) => write_all(client, &framed).await,
             }
         })
-        .await
-        .map_err(|_| Broken::Lost("no reply to the end of data in time".into()))?;
-        reply_or_broken(
-            result.and_then(|mut replies| replies.pop().ok_or(mail_send::Error::UnparseableReply)),
-        )
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Broken::Lost(error.to_string())),
+            Err(_) => return Err(Broken::Lost("could not send the message in time".into())),
+        }
+        // The final dot is out: from here on the upstream may have taken the message, and
+        // silence does not mean it did not (RFC 1047).
+        let reply = tokio::time::timeout(data, async {
+            match &mut self.client {
+                Client::Tls(client) => client.read().await,
+                Client::Plain(client) => client.read().await,
+            }
+        })
+        .await;
+        match reply {
+            Ok(Ok(response)) => reply_or_broken(Ok(response)),
+            Ok(Err(error)) => Err(Broken::OutcomeUnknown(format!(
+                "the connection failed after the final dot ({error})"
+            ))),
+            Err(_) => Err(Broken::OutcomeUnknown(format!(
+                "no reply to the final dot within {} (data_timeout)",
+                humantime::format_duration(data)
+            ))),
+        }
     }
 
     /// One transaction: a reply for every recipient, in order. Recipients refused at RCPT get

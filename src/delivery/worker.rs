@@ -307,6 +307,7 @@ fn decide(
             let backoff = next_delay(&shared.config.retry, recipient.attempts + 1, jitter);
             let delay = match retry {
                 Retry::After(pause) => pause.max(backoff),
+                Retry::OutcomeUnknown => shared.config.retry.initial.max(backoff),
                 Retry::Backoff | Retry::SlowDown => backoff,
             };
             tracing::warn!(queue_id = %id, recipient = %address, %upstream, %reply, known = known(),

@@ -48,6 +48,8 @@ pub struct Metrics {
     /// From arrival to delivery or bounce.
     pub queue_seconds: Histogram,
     pub upstream_up: Family<UpstreamLabel, Gauge>,
+    /// Transactions whose final reply never came: the message may have been delivered.
+    pub outcome_unknown: Family<UpstreamLabel, Counter>,
     queue: QueueGauges,
 }
 
@@ -77,6 +79,7 @@ impl Metrics {
         // 1 s to about 6 days.
         let queue_seconds = Histogram::new(exponential_buckets(1.0, 3.0, 14));
         let upstream_up = Family::<UpstreamLabel, Gauge>::default();
+        let outcome_unknown = Family::<UpstreamLabel, Counter>::default();
         let queue = QueueGauges::default();
         registry.register("smtp_sessions", "SMTP sessions started", sessions.clone());
         registry.register(
@@ -110,6 +113,11 @@ impl Metrics {
             upstream_up.clone(),
         );
         registry.register(
+            "delivery_outcome_unknown",
+            "Transactions sent whole whose final reply never came (they may have been delivered)",
+            outcome_unknown.clone(),
+        );
+        registry.register(
             "queue_recipients",
             "Recipients in the spool, by state",
             queue.depth.clone(),
@@ -133,6 +141,7 @@ impl Metrics {
             acceptance_seconds,
             queue_seconds,
             upstream_up,
+            outcome_unknown,
             queue,
         }
     }
@@ -148,6 +157,14 @@ impl Metrics {
             class,
         };
         self.deliveries.get_or_create(&labels).inc();
+    }
+
+    pub fn outcome_unknown(&self, upstream: &str) {
+        self.outcome_unknown
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_string(),
+            })
+            .inc();
     }
 
     pub fn set_upstream_up(&self, upstream: &str, up: bool) {

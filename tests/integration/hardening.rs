@@ -151,3 +151,67 @@ fn a_tarpitting_primary_costs_one_connect_timeout_then_the_secondary_delivers() 
         );
     }
 }
+
+#[test]
+fn a_stall_after_the_final_dot_is_outcome_unknown_and_not_retried_at_once() {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    let work = delivering_workdir(
+        &certs,
+        upstream.starttls,
+        "starttls",
+        "[metrics]\nlisten = \"127.0.0.1:0\"",
+        "data_timeout = \"1s\"\nretry_initial = \"4s\"\nretry_max = \"4s\"\nconnections = 1\n",
+    );
+    let relay = Relay::start(&work);
+    let send = |subject: &str| {
+        let message = format!("From: app@example.com\r\nSubject: {subject}\r\n\r\nhi\r\n");
+        let sent = smtplib_send(
+            relay.port(),
+            "app@example.com",
+            &["ops@example.com"],
+            message.as_bytes(),
+            &[],
+        );
+        assert_eq!(sent["data"][0], 250);
+        queue_id(sent["data"][1].as_str().unwrap())
+    };
+    // A first message leaves a pooled connection behind: the stall comes on a reused one,
+    // which used to be retried on a fresh connection at once.
+    send("first");
+    upstream.wait_for(1, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    upstream.script(serde_json::json!({"stall_final_reply": true}));
+    let id = send("stalled");
+    upstream.wait_for(2, WAIT);
+    let first_copy = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        upstream.received().len(),
+        2,
+        "no second copy within retry_initial"
+    );
+    let attempts = attempt_rows(&work.spool());
+    let unknown = attempts
+        .iter()
+        .find(|a| a.2.starts_with("outcome unknown"))
+        .unwrap_or_else(|| panic!("{attempts:?} for {id}"));
+    assert!(unknown.2.contains("final dot"), "{unknown:?}");
+    assert_eq!(unknown.3, "deferred");
+    // The retry comes, after retry_initial: a duplicate is possible (RFC 1047), a flood is not.
+    upstream.wait_for(3, WAIT);
+    assert!(first_copy.elapsed() >= Duration::from_millis(3500));
+    let address = relay.wait_for_log(&["metrics listening"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let output = std::process::Command::new("python3")
+        .args([&peer("scrape.py"), &address])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("smarthost_delivery_outcome_unknown"),
+        "{text}"
+    );
+}

@@ -11,7 +11,8 @@ usage: upstream.py DIR [--user U --password P] [--no-implicit]
        "delay_ms": 200,                               pause before answering DATA
        "ehlo_drop": ["8BITMIME", "SMTPUTF8"],         extensions not to advertise
        "size": 102400,                                SIZE to advertise and enforce
-       "rcpt_limit": 50}                              452 4.5.3 past this many per transaction
+       "rcpt_limit": 50,                              452 4.5.3 past this many per transaction
+       "stall_final_reply": true}                     record the message, never answer the dot
   DIR/received.jsonl               one line per accepted message: mail_from, rcpt_tos,
                                    data (base64), tls, auth_user, listener
 Prints {"starttls": PORT, "implicit": PORT} once listening; runs until killed.
@@ -109,6 +110,8 @@ class Handler:
         }
         with open(self.directory / "received.jsonl", "a") as out:
             out.write(json.dumps(record) + "\n")
+        if self.script().get("stall_final_reply"):
+            await asyncio.sleep(3600)
         return reply or "250 2.0.0 Ok: queued as UPSTREAM"
 
 
