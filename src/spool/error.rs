@@ -4,6 +4,10 @@
 pub enum SpoolError {
     #[error("cannot open spool {path}: {reason}")]
     Open { path: String, reason: String },
+    #[error(
+        "{path} is not a smarthost spool: it is a database with other tables ({tables}); point spool.path at a new file, or move this one away"
+    )]
+    Foreign { path: String, tables: String },
     #[error("cannot migrate spool {path}: {reason}")]
     Migrate { path: String, reason: String },
     #[error(

@@ -215,3 +215,63 @@ fn a_stall_after_the_final_dot_is_outcome_unknown_and_not_retried_at_once() {
         "{text}"
     );
 }
+
+#[test]
+fn a_spool_that_lost_acknowledged_mail_says_so_and_a_foreign_database_is_refused() {
+    let work = Workdir::new("");
+    let relay = Relay::start(&work);
+    for n in 0..20 {
+        let sent = smtplib_send(
+            relay.port(),
+            "app@example.com",
+            &["ops@example.com"],
+            format!("Subject: m{n}\r\n\r\nx\r\n").as_bytes(),
+            &[],
+        );
+        assert_eq!(sent["data"][0], 250);
+    }
+    // The mark follows the commits within a second; then the crash, and the -wal is deleted.
+    std::thread::sleep(Duration::from_millis(1500));
+    relay.kill9();
+    let spool = work.spool();
+    for suffix in ["-wal", "-shm"] {
+        let mut path = spool.clone().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+    let relay = Relay::start(&work);
+    let logs = relay.all_logs();
+    assert!(
+        logs.contains("the spool is missing") && logs.contains("commits of mail it acknowledged"),
+        "{logs}"
+    );
+    drop(relay);
+
+    // Someone else's database at the spool path: refused, untouched, with what it holds.
+    let foreign = Workdir::new("");
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; c = sqlite3.connect('{}'); c.execute('CREATE TABLE customers (id INTEGER)'); c.commit()",
+            foreign.spool().display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let error = Relay::try_start(&foreign).err().expect("serve refuses it");
+    assert!(error.contains("exited with exit status: 70"), "{error}");
+    assert!(
+        error.contains("not a smarthost spool") && error.contains("customers"),
+        "{error}"
+    );
+    let output = foreign.run(
+        std::path::Path::new(BIN),
+        &["--spool", foreign.spool().to_str().unwrap(), "mailq"],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not a smarthost spool"),
+        "no readonly-database riddle: {stderr}"
+    );
+}

@@ -10,6 +10,7 @@ mod jobs;
 mod open;
 mod queries;
 mod steer;
+mod watermark;
 mod writer;
 
 pub use admin::SqliteQueue;

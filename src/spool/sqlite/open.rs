@@ -137,18 +137,25 @@ pub(super) fn connect_options(
     busy_timeout: Duration,
     mode: OpenMode,
 ) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
+    let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(mode == OpenMode::Write)
         .read_only(mode == OpenMode::Read)
-        .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(busy_timeout)
         .foreign_keys(true)
-        .disable_statement_logging()
+        .disable_statement_logging();
+    // WAL is a property of the file once set by a writer. A reader asking for it would write
+    // to a file not in WAL mode and fail with "attempt to write a readonly database" instead
+    // of saying what the file is.
+    match mode {
+        OpenMode::Read => options,
+        OpenMode::Write | OpenMode::Existing => options.journal_mode(SqliteJournalMode::Wal),
+    }
 }
 
 async fn migrate(conn: &mut SqliteConnection, path: &str) -> Result<(), SpoolError> {
+    refuse_foreign(conn, path).await?;
     match MIGRATOR.run(conn).await {
         Ok(()) => Ok(()),
         Err(MigrateError::VersionMissing(found)) => Err(SpoolError::NewerSchema {
@@ -163,8 +170,31 @@ async fn migrate(conn: &mut SqliteConnection, path: &str) -> Result<(), SpoolErr
     }
 }
 
+/// Someone else's database at the spool path is never adopted (tables would be added beside
+/// its own, and its data taken for nothing) nor read as a spool: a file with tables but
+/// without our migration history is refused, naming what it holds.
+async fn refuse_foreign(conn: &mut SqliteConnection, path: &str) -> Result<(), SpoolError> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| SpoolError::Open {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    if tables.is_empty() || tables.iter().any(|t| t == "_sqlx_migrations") {
+        return Ok(());
+    }
+    Err(SpoolError::Foreign {
+        path: path.to_string(),
+        tables: tables.join(", "),
+    })
+}
+
 /// Read-only commands cannot migrate; they refuse a spool whose schema they do not match.
 async fn check_schema(conn: &mut SqliteConnection, path: &str) -> Result<(), SpoolError> {
+    refuse_foreign(conn, path).await?;
     let found: Option<i64> =
         sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
             .fetch_one(&mut *conn)

@@ -25,6 +25,7 @@ use super::batch::{Batch, ToInsert};
 use super::claim::claim_in;
 use super::jobs::{ClaimRequest, Outcome};
 use super::open::{OpenMode, close_quietly, open_connection};
+use super::watermark::Watermark;
 use super::write_error;
 use crate::config::SpoolConfig;
 use crate::spool::{ClaimedMessage, ClaimedRecipient, NewMessage, SpoolError, now_ms};
@@ -135,12 +136,14 @@ impl SpoolWriter {
     pub async fn start(
         config: &SpoolConfig,
     ) -> Result<(SpoolWriter, tokio::task::JoinHandle<WriterStats>), SpoolError> {
-        let conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
+        let mut conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
+        let watermark = Watermark::open(&config.path, &mut conn).await;
         let (jobs, receiver) = mpsc::channel(MAX_BATCH_MESSAGES * 4);
         let committed = Arc::new(Notify::new());
         let hand_off = Arc::new(Mutex::new(None));
         let writer = Writer {
             conn,
+            watermark,
             committed: committed.clone(),
             hand_off: hand_off.clone(),
             stats: WriterStats::default(),
@@ -200,6 +203,7 @@ impl SpoolWriter {
 
 struct Writer {
     conn: SqliteConnection,
+    watermark: Watermark,
     committed: Arc<Notify>,
     hand_off: Arc<Mutex<Option<HandOff>>>,
     stats: WriterStats,
@@ -226,6 +230,7 @@ impl Writer {
             }
         }
         close_quietly(self.conn).await;
+        self.watermark.flush();
         self.stats
     }
 
@@ -347,6 +352,7 @@ impl Writer {
         if submissions > 0 {
             self.stats.commits += 1;
             self.stats.messages += submissions as u64;
+            self.watermark.committed();
         }
         tracing::debug!(
             jobs = jobs.len(),
