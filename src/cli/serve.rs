@@ -23,6 +23,7 @@ use crate::telemetry::{self, Metrics};
 
 /// `config_path` is read again on SIGHUP (delivery settings: upstreams, credentials, retry).
 pub fn run(config: Config, config_path: Option<PathBuf>) -> ExitCode {
+    give_large_buffers_back();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,6 +41,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> ExitCode {
             eprintln!("smarthost: {error:#}");
             ExitCode::from(exit::SOFTWARE)
         }
+    }
+}
+
+/// Message bodies arrive in buffers of up to `smtp.max_message_size`. glibc serves large
+/// allocations with mmap and returns them on free, but after the first such free it raises
+/// its threshold (up to 32 MiB) and serves them from the heap, which it keeps: under 50
+/// sessions sending 2 MB bodies the daemon stayed at 54 MiB when idle again (80 MiB with
+/// fewer arenas); with the threshold fixed at glibc's initial 128 KiB it went back to 18 MiB.
+fn give_large_buffers_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other
+    // thread exists.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
