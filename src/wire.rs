@@ -10,32 +10,44 @@
 
 pub fn write_data(body: &[u8], out: &mut Vec<u8>) {
     out.reserve(body.len() + body.len() / 64 + 5);
-    // Line by line: a line is copied whole, with a dot first if it starts with one.
-    for line in body.split_inclusive(|&byte| byte == b'\n') {
+    let mut rest = body;
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |at| at + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        // The common line: its only CR is the one before its LF. Copied whole.
+        if line.ends_with(b"\r\n") && memchr::memchr(b'\r', line) == Some(line.len() - 2) {
+            if starts_with_dot(line) {
+                out.push(b'.');
+            }
+            out.extend_from_slice(line);
+            continue;
+        }
         let content = line
             .strip_suffix(b"\r\n")
             .or_else(|| line.strip_suffix(b"\n"))
             .unwrap_or(line);
-        if memchr::memchr(b'\r', content).is_none() {
-            write_line(content, out);
-        } else {
-            // A CR ending the body is its last line's end, not the start of another line.
-            let content = content.strip_suffix(b"\r").unwrap_or(content);
-            for piece in content.split(|&byte| byte == b'\r') {
-                write_line(piece, out);
-            }
+        // A CR ending the body is its last line's end, not the start of another line.
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        for piece in content.split(|&byte| byte == b'\r') {
+            write_line(piece, out);
         }
     }
     out.extend_from_slice(b".\r\n");
 }
 
+/// Whether a receiver could read the line as starting with a dot (NULs stripped or not).
+fn starts_with_dot(line: &[u8]) -> bool {
+    match line.first() {
+        Some(b'.') => true,
+        Some(0) => line.iter().find(|&&byte| byte != 0) == Some(&b'.'),
+        _ => false,
+    }
+}
+
 /// One line and its CRLF, stuffed when a receiver could read it as starting with a dot.
 fn write_line(content: &[u8], out: &mut Vec<u8>) {
-    let first_seen = match content.first() {
-        Some(0) => content.iter().find(|&&byte| byte != 0),
-        first => first,
-    };
-    if first_seen == Some(&b'.') {
+    if starts_with_dot(content) {
         out.push(b'.');
     }
     out.extend_from_slice(content);

@@ -637,6 +637,38 @@ mod tests {
         .unwrap();
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
+
+        /// The loader fed random files made of real keys with random values: it loads or
+        /// names a key (or the TOML position) in its error; nothing panics.
+        #[test]
+        fn any_config_loads_or_names_what_is_wrong(
+            lines in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "[smtp]", "[spool]", "[delivery]", "[[upstream]]", "[rewrite]", "[dns]",
+                    "listen", "trusted_networks", "max_message_size", "max_connections",
+                    "busy_timeout", "retry_initial", "queue_lifetime", "connections", "host",
+                    "port", "tls", "kind", "ses_region", "max_messages_per_second", "hostname",
+                    "sender_domain", "delay_warning", "nameservers", "timeout",
+                ]),
+                proptest::sample::select(vec![
+                    "\"5s\"", "\"25d\"", "0", "-1", "1e-20", "4294967296000", "\"0.0.0.0/0\"",
+                    "[\"10.0.0.0/8\"]", "\"starttls\"", "\"none\"", "\"ses-api\"", "\"eu-west-1\"",
+                    "\"\"", "true", "\"h.example\"", "587", "[]", "\"127.0.0.1:0\"", "1.5",
+                ]),
+            ), 0..10),
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|(key, value)| if key.starts_with('[') { format!("{key}\n") } else { format!("{key} = {value}\n") })
+                .collect();
+            if let Err(error) = Config::from_toml(&format!("hostname = \"h.example\"\n{text}")) {
+                proptest::prop_assert!(!error.to_string().trim().is_empty(), "{}", text);
+            }
+        }
+    }
+
     #[test]
     fn errors_name_the_key() {
         let cases = [

@@ -228,3 +228,25 @@ mod tests {
         assert_eq!(refused("RCPT TO:<a@b> NOTIFY=NEVER\r\n"), 555);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Any line parses to a command or to a reply with a 5xx code; nothing panics.
+        #[test]
+        fn any_line_parses_or_is_refused_with_5xx(
+            prefix in proptest::sample::select(vec!["", "MAIL FROM:", "RCPT TO:", "EHLO ", "HELO ", "DATA", "VRFY ", "mail from:<", "RCPT TO:<"]),
+            rest in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+        ) {
+            let mut line = prefix.as_bytes().to_vec();
+            line.extend_from_slice(&rest);
+            if let Err(reply) = parse(&line) {
+                proptest::prop_assert!((500..600).contains(&reply.code), "{:?} for {:?}", reply, line);
+            }
+        }
+    }
+}

@@ -351,3 +351,33 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Any argv a caller could build from sendmail's options, values and junk parses or is
+        /// refused with a message: never a panic, and never an empty message.
+        #[test]
+        fn any_argv_parses_or_says_why(
+            args in proptest::collection::vec(proptest::prop_oneof![
+                proptest::sample::select(vec![
+                    "-i", "-t", "-oi", "-oem", "-f", "-F", "-r", "-bs", "-bp", "-bi", "-bm", "-bv",
+                    "-B8BITMIME", "-FCron Daemon", "-fapp@example.com", "--", "-", "-v", "-odi",
+                    "--spool", "--config", "root", "ops@example.com", "-O", "DeliveryMode=b", "-x",
+                    "-b", "-q", "-qf", "-X", "",
+                ]).prop_map(String::from),
+                "[-a-zA-Z0-9@.=]{0,12}",
+            ], 0..8),
+        ) {
+            let argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+            if let Err(message) = parse(&argv) {
+                proptest::prop_assert!(!message.trim().is_empty(), "{:?}", args);
+            }
+        }
+    }
+}

@@ -319,3 +319,71 @@ fn unroutable_recipient_is_refused_as_such_at_rcpt() {
         "550 5.1.1 <nobody@localhost>: local recipient with no alias",
     );
 }
+
+/// Feeds `wire` to a fresh session `chunk` bytes at a time; every reply written out, with
+/// queue IDs masked (they are random) and a note when the session closed.
+fn replay(wire: &[u8], chunk: usize) -> Vec<u8> {
+    let mut session = Session::new(
+        policy(&["127.0.0.0/8"], &[]),
+        Peer::Tcp("127.0.0.1".parse().unwrap()),
+    );
+    let mut out = Vec::new();
+    session.greeting().write_to(&mut out);
+    let mut input = Vec::new();
+    // Bounded: each round consumes input or asks for more.
+    for piece in wire.chunks(chunk.max(1)) {
+        input.extend_from_slice(piece);
+        for _ in 0..10_000 {
+            match session.step(&mut input) {
+                Step::Reply(reply) => reply.write_to(&mut out),
+                Step::Message(_) => session
+                    .queued(&Ok(QueueId::parse("0000000000000AA").unwrap()))
+                    .write_to(&mut out),
+                Step::NeedInput => break,
+                Step::Close(reply) => {
+                    reply.write_to(&mut out);
+                    out.extend_from_slice(b"<closed>");
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+use proptest::strategy::Strategy;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
+
+    /// The session fed random transcripts — SMTP words, addresses, parameters, DATA bodies and
+    /// raw bytes — never panics, answers only in well-formed replies (a 2xx–5xx code, CRLF
+    /// ends), and says the same whatever the chunking of its input.
+    #[test]
+    fn random_transcripts_get_well_formed_replies_whatever_the_chunking(
+        pieces in proptest::collection::vec(proptest::prop_oneof![
+            proptest::sample::select(vec![
+                "EHLO client.test\r\n", "HELO x\r\n", "MAIL FROM:<a@example.com>\r\n",
+                "MAIL FROM:<> SIZE=50 BODY=8BITMIME SMTPUTF8\r\n", "RCPT TO:<root>\r\n",
+                "RCPT TO:<ops@example.com>\r\n", "RCPT TO:<@a,@b:c@d>\r\n", "RCPT TO:<x%y@z>\r\n",
+                "DATA\r\n", "hello\r\n.\r\n", ".\r\n", "\r\n.\r\n", "RSET\r\n", "NOOP\r\n",
+                "VRFY root\r\n", "HELP\r\n", "QUIT\r\n", "STARTTLS\r\n", "AUTH PLAIN AAAA\r\n",
+                "BDAT 5 LAST\r\n", "mail from:<A@B.EXAMPLE>\r\n", "\n.\n", "\r.\r", "\0",
+            ]).prop_map(|s| s.as_bytes().to_vec()),
+            proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+        ], 0..25),
+        chunk in 1usize..9,
+    ) {
+        let wire: Vec<u8> = pieces.concat();
+        let whole = replay(&wire, wire.len().max(1));
+        proptest::prop_assert_eq!(&whole, &replay(&wire, chunk));
+        let text = String::from_utf8_lossy(&whole);
+        let text = text.strip_suffix("<closed>").unwrap_or(&text);
+        proptest::prop_assert!(text.ends_with("\r\n"), "{:?}", text);
+        for line in text.split_terminator("\r\n") {
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            proptest::prop_assert!((200..600).contains(&code), "{:?} in {:?}", line, text);
+            proptest::prop_assert!(matches!(line.as_bytes().get(3), None | Some(b' ' | b'-')), "{:?}", line);
+        }
+    }
+}

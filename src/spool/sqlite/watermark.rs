@@ -52,11 +52,17 @@ impl Watermark {
                 mark - commits
             );
         }
+        // A mark ahead of the spool was reported: start it afresh, so it is said once.
+        let behind = mark.is_some_and(|mark| mark > commits);
         let mut watermark = Watermark {
             path,
             commits,
-            written: i64::MIN,
-            last_write: Instant::now() - EVERY,
+            written: if behind {
+                i64::MIN
+            } else {
+                mark.unwrap_or(i64::MIN)
+            },
+            last_write: Instant::now(),
         };
         watermark.flush();
         watermark
@@ -70,16 +76,20 @@ impl Watermark {
         }
     }
 
-    /// Writes the mark if it moved (atomically: a crash leaves the old one or the new one).
+    /// Writes the mark if it moved: in place, one fixed-width record in one write (a rename
+    /// over the old file would make ext4 start writeback of it, milliseconds a `sendmail`
+    /// caller would wait for).
     pub fn flush(&mut self) {
         if self.written == self.commits {
             return;
         }
-        // Per process: the daemon and a root `sendmail` may both write it.
-        let mut temporary = self.path.as_os_str().to_owned();
-        temporary.push(format!(".{}.tmp", std::process::id()));
-        let written = std::fs::write(&temporary, format!("{}\n", self.commits))
-            .and_then(|()| std::fs::rename(&temporary, &self.path));
+        use std::os::unix::fs::FileExt;
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .and_then(|file| file.write_all_at(format!("{:020}\n", self.commits).as_bytes(), 0));
         match written {
             Ok(()) => self.written = self.commits,
             Err(error) => {
