@@ -16,19 +16,6 @@ fn sample(scrape: &Value, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-fn scrape(address: &str) -> Value {
-    let output = std::process::Command::new("python3")
-        .args([&peer("scrape.py"), address])
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "scrape.py: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 #[test]
 fn counters_agree_with_what_was_sent() {
     let certs = Certs::new();

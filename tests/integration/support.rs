@@ -329,6 +329,21 @@ pub fn smtplib_send(port: u16, from: &str, to: &[&str], message: &[u8], extra: &
     serde_json::from_slice(&output.stdout).expect("smtp_send.py JSON")
 }
 
+/// The metrics at `address`, as the Prometheus client's OpenMetrics parser reads them
+/// (tests/peers/scrape.py).
+pub fn scrape(address: &str) -> Value {
+    let output = Command::new("python3")
+        .args([&peer("scrape.py"), address])
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "scrape.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 pub fn peer(name: &str) -> String {
     format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
 }
