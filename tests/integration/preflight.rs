@@ -52,14 +52,14 @@ $TTL 60
 "#;
 
 /// A Knot DNS server on a free loopback port, stopped on drop.
-struct Knot {
+pub struct Knot {
     child: Child,
-    port: u16,
+    pub port: u16,
     _dir: TempDir,
 }
 
 impl Knot {
-    fn start() -> Knot {
+    pub fn start() -> Knot {
         let dir = tempfile::tempdir().unwrap();
         let mut zone = ZONE.to_string();
         for n in 1..=10 {

@@ -181,15 +181,16 @@ fn ses_api_delivers_to_the_envelope_and_holds_an_unverified_sender() {
         "{attempts:?} for {id}"
     );
 
-    // Preflight asks the API about the sender identity (DNS goes to a closed loopback port:
-    // those checks fail, the upstream's are what this test reads).
-    let dead_dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let dns_port = dead_dns.local_addr().unwrap().port();
-    drop(dead_dns);
+    // Preflight asks the API about the sender identity; DNS goes to the tests' own Knot (its
+    // zones do not hold example.com: those checks fail, the upstream's are what this reads).
+    let knot = crate::preflight::Knot::start();
     let config = std::fs::read_to_string(work.config()).unwrap();
     std::fs::write(
         work.config(),
-        format!("{config}\n[dns]\nnameservers = [\"127.0.0.1:{dns_port}\"]\ntimeout = \"1s\"\n"),
+        format!(
+            "{config}\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\ntimeout = \"1s\"\n",
+            knot.port
+        ),
     )
     .unwrap();
     let child = Command::new(BIN)
