@@ -54,10 +54,25 @@ enum Cause {
 }
 
 impl Attempt {
+    /// The upstream at `index` answered every recipient in one reply each.
     fn answered(
         shared: &Shared,
         index: usize,
         replies: Vec<UpstreamReply>,
+        changes: Vec<String>,
+    ) -> Attempt {
+        let outcomes = replies
+            .into_iter()
+            .map(|reply| upstream_outcome(shared, reply))
+            .collect();
+        Attempt::at(shared, index, outcomes, changes)
+    }
+
+    /// The upstream at `index` took the attempt; `outcomes` says what became of each recipient.
+    fn at(
+        shared: &Shared,
+        index: usize,
+        outcomes: Vec<(Disposition, AttemptReply)>,
         changes: Vec<String>,
     ) -> Attempt {
         let upstream = &shared.upstreams[index].config;
@@ -66,13 +81,7 @@ impl Attempt {
                 name: upstream.name(),
                 host: upstream.host(),
             }),
-            outcomes: replies
-                .into_iter()
-                .map(|reply| {
-                    let disposition = classify(&reply, &shared.config.hold_on);
-                    (disposition, AttemptReply::Upstream(reply))
-                })
-                .collect(),
+            outcomes,
             changes,
         }
     }
@@ -123,6 +132,14 @@ impl Attempt {
             changes: Vec::new(),
         }
     }
+}
+
+/// An upstream's reply for one recipient, classified.
+fn upstream_outcome(shared: &Shared, reply: UpstreamReply) -> (Disposition, AttemptReply) {
+    (
+        classify(&reply, &shared.config.hold_on),
+        AttemptReply::Upstream(reply),
+    )
 }
 
 /// RFC 3463 4.4.1: no answer from host (for our own reasons that are not final).
@@ -304,14 +321,10 @@ async fn try_smtp(to: &Target<'_>, endpoint: &Endpoint, connections: &mut Connec
                 let reason = lost_reason(broken);
                 tracing::warn!(upstream = %name, %reason, "upstream failed between transactions");
                 upstream.mark_down(shared.config.upstream_cooldown);
-                let mut attempt = Attempt::answered(shared, index, Vec::new(), outbound.changes);
-                attempt.outcomes = replies
+                let outcomes = replies
                     .into_iter()
                     .map(|reply| match reply {
-                        Some(reply) => (
-                            classify(&reply, &shared.config.hold_on),
-                            AttemptReply::Upstream(reply),
-                        ),
+                        Some(reply) => upstream_outcome(shared, reply),
                         None => (
                             Disposition::Deferred(retry),
                             AttemptReply::Local {
@@ -321,7 +334,7 @@ async fn try_smtp(to: &Target<'_>, endpoint: &Endpoint, connections: &mut Connec
                         ),
                     })
                     .collect();
-                return Tried::Answered(attempt);
+                return Tried::Answered(Attempt::at(shared, index, outcomes, outbound.changes));
             }
             Rounds::Broken(Broken::Lost(reason)) if reused => {
                 tracing::debug!(upstream = %name, %reason, "idle connection was closed; reconnecting");
@@ -354,10 +367,9 @@ async fn try_ses_api(to: &Target<'_>, client: &SesApiClient) -> Tried {
     {
         Called::Answered(reply) => {
             upstream.mark_up();
-            let disposition = classify_api(&reply);
-            let mut attempt = Attempt::answered(shared, to.index, Vec::new(), outbound.changes);
-            attempt.outcomes = vec![(disposition, AttemptReply::Api(reply)); to.addresses.len()];
-            Tried::Answered(attempt)
+            let outcome = (classify_api(&reply), AttemptReply::Api(reply));
+            let outcomes = vec![outcome; to.addresses.len()];
+            Tried::Answered(Attempt::at(shared, to.index, outcomes, outbound.changes))
         }
         Called::Unusable(unusable) => {
             note_unusable(shared, to.index, &to.name(), &unusable).await;
@@ -383,16 +395,14 @@ fn outcome_unknown(to: &Target<'_>, changes: Vec<String>, reason: &str) -> Attem
         "outcome unknown: the message may have been delivered; not retried before retry_initial");
     shared.metrics.outcome_unknown(&name);
     shared.upstreams[to.index].mark_down(shared.config.upstream_cooldown);
-    let mut attempt = Attempt::answered(shared, to.index, Vec::new(), changes);
     let reply = AttemptReply::Local {
         reason: format!(
             "outcome unknown: {reason}; it may have been delivered, so it is retried only after the backoff"
         ),
         status: TRANSIENT_LOCAL,
     };
-    attempt.outcomes =
-        vec![(Disposition::Deferred(Retry::OutcomeUnknown), reply); to.addresses.len()];
-    attempt
+    let outcomes = vec![(Disposition::Deferred(Retry::OutcomeUnknown), reply); to.addresses.len()];
+    Attempt::at(shared, to.index, outcomes, changes)
 }
 
 /// Back in the pool, unless the connection has carried enough messages or lived long enough

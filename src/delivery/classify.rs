@@ -320,15 +320,21 @@ mod tests {
         }
     }
 
+    /// The body rows of the first table under `heading` in README.
+    fn readme_rows(heading: &str) -> impl Iterator<Item = &'static str> {
+        include_str!("../../README.md")
+            .split(heading)
+            .nth(1)
+            .unwrap_or_else(|| panic!("README has {heading}"))
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .skip(1)
+    }
+
     /// README's provider table lists every rule, in order, with what it does.
     #[test]
     fn readme_lists_every_rule() {
-        let readme = include_str!("../../README.md");
-        let table = readme
-            .split("### Provider replies")
-            .nth(1)
-            .expect("README has the provider table");
-        let mut rows = table.lines().filter(|l| l.starts_with("| ")).skip(1);
+        let mut rows = readme_rows("### Provider replies");
         for rule in RULES {
             let row = rows.next().expect("a row per rule");
             let (low, high) = rule.codes;
@@ -421,12 +427,7 @@ mod tests {
     /// README's SES API table lists every API rule, in order.
     #[test]
     fn readme_lists_every_api_rule() {
-        let readme = include_str!("../../README.md");
-        let table = readme
-            .split("### SES API errors")
-            .nth(1)
-            .expect("README has the SES API table");
-        let mut rows = table.lines().filter(|l| l.starts_with("| ")).skip(1);
+        let mut rows = readme_rows("### SES API errors");
         for rule in API_RULES {
             let row = rows.next().expect("a row per API rule");
             assert!(row.starts_with(&format!("| `{}` | ", rule.code)), "{row}");
