@@ -30,6 +30,11 @@ pub enum SpoolError {
     /// the failed batch was committed.
     #[error("spool write failed: {0}")]
     Write(String),
+    /// The file system holding the spool has no room for the write (SQLITE_FULL).
+    #[error(
+        "the file system holding the spool is full ({0}): free space there, or delete mail with `smarthost queue delete`, which works on a full disk"
+    )]
+    NoSpace(String),
     #[error("spool query failed: {0}")]
     Read(String),
     #[error("spool writer has stopped")]

@@ -3,6 +3,7 @@
 //! message whose lines are CRLF-only, each lookalike dot kept as content; `sendmail` refuses
 //! NUL like SMTP does.
 
+use std::process::Output;
 use std::time::Duration;
 
 use crate::support::*;
@@ -273,4 +274,142 @@ fn a_spool_that_lost_acknowledged_mail_says_so_and_a_foreign_database_is_refused
         stderr.contains("not a smarthost spool"),
         "no readonly-database riddle: {stderr}"
     );
+}
+
+/// A private mount namespace (util-linux `unshare`), held open by a sleeping process, where a
+/// test mounts a small tmpfs: a full disk without touching the machine's own file systems.
+/// The mount disappears with the namespace when the holder is killed.
+struct MountNamespace {
+    holder: std::process::Child,
+}
+
+impl MountNamespace {
+    fn new() -> MountNamespace {
+        let holder = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "600"])
+            .spawn()
+            .expect("unshare (util-linux)");
+        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        let theirs = format!("/proc/{}/ns/mnt", holder.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(&theirs).ok().as_ref() == Some(&ours) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        MountNamespace { holder }
+    }
+
+    /// Runs `program args` inside the namespace, with the workdir's environment.
+    fn run(&self, work: &Workdir, program: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let pid = self.holder.id().to_string();
+        let mut all = vec!["-t", &pid, "-m", "--", program];
+        all.extend_from_slice(args);
+        work.run(std::path::Path::new("nsenter"), &all, stdin)
+    }
+
+    /// Bytes free to an unprivileged writer on the file system holding `dir`.
+    fn free_bytes(&self, work: &Workdir, dir: &str) -> u64 {
+        let output = self.run(work, "stat", &["-f", "-c", "%a %S", dir], b"");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut numbers = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+        numbers.next().unwrap() * numbers.next().unwrap()
+    }
+}
+
+impl Drop for MountNamespace {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+#[test]
+fn queue_delete_frees_a_full_disk_and_mail_is_accepted_again() {
+    let work = Workdir::new("[rewrite.aliases]\nroot = \"ops@example.com\"\n");
+    let disk = work.dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let disk = disk.to_str().unwrap().to_string();
+    let namespace = MountNamespace::new();
+    let mounted = namespace.run(
+        &work,
+        "mount",
+        &["-t", "tmpfs", "-o", "size=16m", "tmpfs", &disk],
+        b"",
+    );
+    assert!(mounted.status.success(), "{mounted:?}");
+    let spool = format!("{disk}/spool.db");
+    let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n";
+    let message = format!("Subject: filler\n\n{}", line.repeat(300)).into_bytes();
+    let sendmail = |message: &[u8]| {
+        namespace.run(
+            &work,
+            BIN,
+            &["sendmail", "--spool", &spool, "-i", "root"],
+            message,
+        )
+    };
+
+    // Cron keeps sending until the disk is full; then something else takes what is left.
+    let mut accepted = 0;
+    let refused = loop {
+        let output = sendmail(&message);
+        if !output.status.success() {
+            break output;
+        }
+        accepted += 1;
+        assert!(accepted < 2000, "a 16 MiB disk never filled up");
+    };
+    assert_eq!(refused.status.code(), Some(75), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("is full"), "{said}");
+    assert!(accepted > 20, "only {accepted} messages fit");
+    let filler = format!("cat /dev/zero > {disk}/filler");
+    namespace.run(&work, "sh", &["-c", &filler], b"");
+    assert!(namespace.free_bytes(&work, &disk) < 64 * 1024);
+
+    let deleted = namespace.run(
+        &work,
+        BIN,
+        &[
+            "queue", "delete", "--spool", &spool, "--state", "all", "--yes",
+        ],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&deleted.stdout);
+    let stderr = String::from_utf8_lossy(&deleted.stderr);
+    assert!(deleted.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{accepted} message(s) deleted")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("gave up the spool's reserve"), "{stderr}");
+    // The space came back to the file system (the spool shrank), and the reserve was taken
+    // again from it for next time.
+    let free = namespace.free_bytes(&work, &disk);
+    assert!(
+        free > 4 * 1024 * 1024,
+        "only {free} bytes free after the delete"
+    );
+    let sizes = namespace.run(
+        &work,
+        "stat",
+        &["-c", "%n %s", &spool, &format!("{spool}.reserve")],
+        b"",
+    );
+    let sizes = String::from_utf8_lossy(&sizes.stdout).to_string();
+    let sizes: Vec<u64> = sizes
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(sizes[0] < 1024 * 1024, "spool still {} bytes", sizes[0]);
+    assert_eq!(sizes[1], 8 * 1024 * 1024, "reserve taken again");
+
+    let again = sendmail(&message);
+    assert!(again.status.success(), "{again:?}");
+    let listed = namespace.run(&work, BIN, &["mailq", "--spool", &spool], b"");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("in 1 Request"), "{listed}");
 }

@@ -140,6 +140,7 @@ impl From<SpoolError> for Failure {
         let code = match error {
             SpoolError::Open { .. } => exit::NOINPUT,
             SpoolError::NewerSchema { .. } | SpoolError::OlderSchema { .. } => exit::DATAERR,
+            SpoolError::NoSpace(_) => exit::TEMPFAIL,
             _ => exit::SOFTWARE,
         };
         Failure::new(code, error.to_string())

@@ -1,11 +1,13 @@
 //! `QueueAdmin` for the SQLite store: one connection (read-only for commands that only look),
 //! WAL readers never block delivery.
 
+use std::path::PathBuf;
+
 use sqlx::SqliteConnection;
 use tokio::sync::Mutex;
 
 use super::open::{OpenMode, open_connection};
-use super::{queries, steer};
+use super::{compact, queries, reserve, steer};
 use crate::config::SpoolConfig;
 use crate::spool::{
     Filter, MessageDetails, MessageSummary, QueueAdmin, QueueStats, Selection, SpoolError,
@@ -13,14 +15,19 @@ use crate::spool::{
 
 pub struct SqliteQueue {
     conn: Mutex<SqliteConnection>,
+    path: PathBuf,
 }
 
 impl SqliteQueue {
     /// Opens an existing spool (never created here); `mode` says whether rows may change.
     pub async fn open(config: &SpoolConfig, mode: OpenMode) -> Result<SqliteQueue, SpoolError> {
+        if mode == OpenMode::Existing {
+            reserve::release_if_full(&config.path);
+        }
         let conn = open_connection(&config.path, config.busy_timeout, mode).await?;
         Ok(SqliteQueue {
             conn: Mutex::new(conn),
+            path: config.path.clone(),
         })
     }
 }
@@ -54,7 +61,19 @@ impl QueueAdmin for SqliteQueue {
         steer::release(&mut *self.conn.lock().await, selection).await
     }
 
+    /// Deletes, even on a full disk: the spool's reserve is given up to make room for the
+    /// delete's own writes, the freed pages go back to the file system, and the reserve is
+    /// taken again from them.
     async fn delete(&self, selection: &Selection) -> Result<Vec<String>, SpoolError> {
-        steer::delete(&mut *self.conn.lock().await, selection).await
+        let mut conn = self.conn.lock().await;
+        let deleted = match steer::delete(&mut conn, selection).await {
+            Err(SpoolError::NoSpace(_)) if reserve::release(&self.path) => {
+                steer::delete(&mut conn, selection).await?
+            }
+            other => other?,
+        };
+        compact::give_freed_pages_back(&mut conn).await;
+        reserve::keep(&self.path);
+        Ok(deleted)
     }
 }

@@ -5,10 +5,12 @@
 mod admin;
 mod batch;
 mod claim;
+mod compact;
 mod delivery_store;
 mod jobs;
 mod open;
 mod queries;
+mod reserve;
 mod steer;
 mod watermark;
 mod writer;
@@ -20,9 +22,21 @@ pub use writer::{SpoolWriter, WriterStats};
 
 use super::SpoolError;
 
-/// A failed write, as the spool reports it.
+/// SQLite's primary result code for "database or disk is full".
+const SQLITE_FULL: &str = "13";
+
+/// A failed write, as the spool reports it; a full disk is told apart, since the operator's
+/// remedy differs.
 fn write_error(e: sqlx::Error) -> SpoolError {
-    SpoolError::Write(e.to_string())
+    let full = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == SQLITE_FULL);
+    if full {
+        SpoolError::NoSpace(e.to_string())
+    } else {
+        SpoolError::Write(e.to_string())
+    }
 }
 
 /// A failed read, as the spool reports it.

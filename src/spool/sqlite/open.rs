@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
 use crate::spool::SpoolError;
@@ -150,7 +150,13 @@ pub(super) fn connect_options(
     // of saying what the file is.
     match mode {
         OpenMode::Read => options,
-        OpenMode::Write | OpenMode::Existing => options.journal_mode(SqliteJournalMode::Wal),
+        OpenMode::Existing => options.journal_mode(SqliteJournalMode::Wal),
+        // Incremental auto-vacuum lets `queue delete` hand freed pages back to the file
+        // system (see `compact`). It takes effect only in a file that has no tables yet: a
+        // spool made before it keeps reusing its freed pages for new mail.
+        OpenMode::Write => options
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            .journal_mode(SqliteJournalMode::Wal),
     }
 }
 

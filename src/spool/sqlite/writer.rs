@@ -25,6 +25,7 @@ use super::batch::{Batch, ToInsert};
 use super::claim::claim_in;
 use super::jobs::{ClaimRequest, Outcome};
 use super::open::{OpenMode, close_quietly, open_connection};
+use super::reserve;
 use super::watermark::Watermark;
 use super::write_error;
 use crate::config::SpoolConfig;
@@ -138,6 +139,7 @@ impl SpoolWriter {
     ) -> Result<(SpoolWriter, tokio::task::JoinHandle<WriterStats>), SpoolError> {
         let mut conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
         let watermark = Watermark::open(&config.path, &mut conn).await;
+        reserve::keep(&config.path);
         let (jobs, receiver) = mpsc::channel(MAX_BATCH_MESSAGES * 4);
         let committed = Arc::new(Notify::new());
         let hand_off = Arc::new(Mutex::new(None));
