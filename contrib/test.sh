@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test. First installs the real peers the tests talk to, when missing:
-# swaks (Debian) for `sendmail -bs`; knot (Debian) as the DNS server for preflight;
+# swaks (Debian) for `sendmail -bs` and as a TLS client (with libio-socket-ssl-perl); knot (Debian) as the DNS server for preflight;
 # python3 for smtplib clients and sqlite3 locking; postfix and sasl2-bin (Debian) for a
 # private Postfix upstream with SASL AUTH (started from its own config directory: the
 # package is installed with "No configuration", so no system MTA is set up or started);
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+perl -MIO::Socket::SSL -e 1 2>/dev/null || missing+=(libio-socket-ssl-perl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v knotd >/dev/null 2>&1 || missing+=(knot)
 command -v smtp-sink >/dev/null 2>&1 || missing+=(postfix)

@@ -23,6 +23,9 @@
 pub mod cli;
 pub mod config;
 pub mod delivery;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod intake;
 pub mod listener;
 pub mod model;

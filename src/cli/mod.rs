@@ -4,7 +4,7 @@ mod check_config;
 mod mailq;
 mod preflight;
 mod queue;
-mod sendmail;
+pub(crate) mod sendmail;
 mod serve;
 mod ses_password;
 

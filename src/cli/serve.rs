@@ -89,6 +89,22 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         .await
         .with_context(|| format!("cannot listen on {} (smtp.listen)", config.smtp.listen))?;
     let address = listener.local_addr()?;
+    let tls = match &config.smtp.tls {
+        Some(files) => Some(Arc::new(
+            listener::ServerTls::load(files).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    let implicit_tls = match config.smtp.implicit_tls_listen {
+        Some(implicit) => {
+            let listener = TcpListener::bind(implicit).await.with_context(|| {
+                format!("cannot listen on {implicit} (smtp.implicit_tls_listen)")
+            })?;
+            tracing::info!(address = %listener.local_addr()?, "implicit TLS listening");
+            Some(listener)
+        }
+        None => None,
+    };
     if let Some(metrics_address) = config.metrics_listen {
         let metrics_listener = TcpListener::bind(metrics_address)
             .await
@@ -116,12 +132,18 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     } else {
         Some(tokio::spawn(delivery::run(shared_rx, stop_rx.clone())))
     };
+    let reload_tls = tls.clone();
     let stop = async move {
         loop {
             tokio::select! {
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
-                _ = hangup.recv() => reloader.reload(&shared_tx).await,
+                _ = hangup.recv() => {
+                    reloader.reload(&shared_tx).await;
+                    if let Some(tls) = &reload_tls {
+                        tls.reload();
+                    }
+                }
             }
         }
         tracing::info!("shutdown requested");
@@ -134,15 +156,22 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         policy: Arc::new(SessionPolicy {
             limits: config.smtp.limits.clone(),
             intake,
+            starttls: tls.is_some(),
+            require_tls: config.smtp.require_tls,
         }),
         metrics,
+        tls,
     };
     let limits = ConnectionLimits {
         total: config.smtp.max_connections,
         per_ip: config.smtp.max_connections_per_ip,
         shutdown_grace: config.smtp.shutdown_grace,
     };
-    listener::serve(listener, context, limits, stop).await;
+    let listeners = listener::Listeners {
+        smtp: listener,
+        implicit_tls,
+    };
+    listener::serve(listeners, context, limits, stop).await;
     if let Some(maildrop) = maildrop
         && tokio::time::timeout(config.smtp.shutdown_grace, maildrop)
             .await

@@ -6,19 +6,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
-
-use crate::policy::{SenderDomains, TrustedNetworks};
 
 mod delivery;
 mod rewrite;
 mod ses_smtp;
+mod smtp;
 mod upstream;
 
 pub use delivery::{DeliveryConfig, RetryPolicy};
 pub use rewrite::RewriteConfig;
 pub use ses_smtp::{is_region, smtp_password as ses_smtp_password};
+use smtp::{RawSmtp, validate_smtp};
+pub use smtp::{SessionLimits, SmtpConfig, TlsFiles};
 pub use upstream::{
     Credentials, PasswordSource, Secret, SecretSource, SesApi, SmtpServer, TlsMode, Transport,
     Upstream,
@@ -74,44 +74,6 @@ struct RawConfig {
     /// `[[upstream]]` tables, in priority order.
     #[serde(default)]
     upstream: Vec<upstream::RawUpstream>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawSmtp {
-    listen: String,
-    trusted_networks: Vec<String>,
-    allowed_sender_domains: Vec<String>,
-    max_message_size: u64,
-    max_recipients: usize,
-    max_command_line: usize,
-    max_connections: usize,
-    max_connections_per_ip: usize,
-    max_errors: u32,
-    idle_timeout: String,
-    command_timeout: String,
-    data_timeout: String,
-    shutdown_grace: String,
-}
-
-impl Default for RawSmtp {
-    fn default() -> RawSmtp {
-        RawSmtp {
-            listen: "127.0.0.1:2525".into(),
-            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
-            allowed_sender_domains: Vec::new(),
-            max_message_size: 10 * 1024 * 1024,
-            max_recipients: 1000,
-            max_command_line: 1000,
-            max_connections: 200,
-            max_connections_per_ip: 50,
-            max_errors: 20,
-            idle_timeout: "5m".into(),
-            command_timeout: "5m".into(),
-            data_timeout: "3m".into(),
-            shutdown_grace: "30s".into(),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,36 +179,6 @@ pub struct Config {
     pub sendmail: SendmailConfig,
     /// Things that work but deserve the operator's attention, logged at start.
     pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SmtpConfig {
-    pub listen: SocketAddr,
-    pub trusted_networks: TrustedNetworks,
-    pub allowed_sender_domains: SenderDomains,
-    pub limits: SessionLimits,
-    /// Concurrent connections in total; beyond it clients get `421 4.7.0`.
-    pub max_connections: usize,
-    /// Concurrent connections from one client address.
-    pub max_connections_per_ip: usize,
-    /// How long SIGTERM waits for sessions still in DATA before exiting anyway.
-    pub shutdown_grace: Duration,
-}
-
-/// What one SMTP session may do; shared by the TCP listener and `sendmail -bs`.
-#[derive(Debug, Clone)]
-pub struct SessionLimits {
-    pub max_message_size: u64,
-    pub max_recipients: usize,
-    pub max_command_line: usize,
-    /// Protocol errors before the session is closed with `421` (Postfix's hard error limit).
-    pub max_errors: u32,
-    /// Waiting for a command outside a transaction (RFC 5321 4.5.3.2.7: at least 5 minutes).
-    pub idle_timeout: Duration,
-    /// Waiting for the next command inside a transaction (MAIL, RCPT: 5 minutes).
-    pub command_timeout: Duration,
-    /// Waiting for each block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
-    pub data_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -391,7 +323,7 @@ impl Config {
 
 /// Paths in the file must be absolute: a relative one would mean a different file for every
 /// caller's working directory.
-fn absolute(key: &str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+pub(crate) fn absolute(key: &str, path: PathBuf) -> Result<PathBuf, ConfigError> {
     if path.is_absolute() {
         Ok(path)
     } else {
@@ -407,95 +339,6 @@ fn absolute(key: &str, path: PathBuf) -> Result<PathBuf, ConfigError> {
             ),
         ))
     }
-}
-
-fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
-    let listen = raw.listen.parse().map_err(|_| {
-        invalid(
-            "smtp.listen",
-            format!(
-                "'{}' is not an ADDRESS:PORT such as 127.0.0.1:2525",
-                raw.listen
-            ),
-        )
-    })?;
-    let networks = raw
-        .trusted_networks
-        .iter()
-        .enumerate()
-        .map(|(index, text)| {
-            parse_network(text).map_err(|m| invalid(format!("smtp.trusted_networks[{index}]"), m))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    for (index, domain) in raw.allowed_sender_domains.iter().enumerate() {
-        if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
-            return Err(invalid(
-                format!("smtp.allowed_sender_domains[{index}]"),
-                format!("'{domain}' is not a domain name"),
-            ));
-        }
-    }
-    for (index, network) in networks.iter().enumerate() {
-        if network.prefix_len() == 0 {
-            return Err(invalid(
-                format!("smtp.trusted_networks[{index}]"),
-                format!(
-                    "{network} trusts every address: that is an open relay; list the networks of your own clients (e.g. the VPC's CIDR)"
-                ),
-            ));
-        }
-    }
-    let count = |key: &str, value: usize, max: u64| count_within(key, value as u64, max);
-    if raw.max_command_line < 512 {
-        return Err(invalid(
-            "smtp.max_command_line",
-            "must be at least 512 (RFC 5321 4.5.3.1.4)",
-        ));
-    }
-    Ok(SmtpConfig {
-        listen,
-        trusted_networks: TrustedNetworks::new(networks),
-        allowed_sender_domains: SenderDomains::new(raw.allowed_sender_domains),
-        limits: SessionLimits {
-            // Messages are held in memory while they arrive.
-            max_message_size: count(
-                "smtp.max_message_size",
-                raw.max_message_size as usize,
-                1 << 30,
-            )?,
-            max_recipients: count("smtp.max_recipients", raw.max_recipients, 100_000)? as usize,
-            max_command_line: raw.max_command_line,
-            max_errors: count("smtp.max_errors", raw.max_errors as usize, 1_000_000)? as u32,
-            idle_timeout: duration("smtp.idle_timeout", &raw.idle_timeout)?,
-            command_timeout: duration("smtp.command_timeout", &raw.command_timeout)?,
-            data_timeout: duration("smtp.data_timeout", &raw.data_timeout)?,
-        },
-        max_connections: count("smtp.max_connections", raw.max_connections, 1_000_000)? as usize,
-        max_connections_per_ip: count(
-            "smtp.max_connections_per_ip",
-            raw.max_connections_per_ip,
-            1_000_000,
-        )? as usize,
-        shutdown_grace: duration("smtp.shutdown_grace", &raw.shutdown_grace)?,
-    })
-}
-
-/// A CIDR (`10.0.0.0/16`) or a single address (`10.0.0.5`, taken as /32 or /128). Host bits
-/// set below the prefix are refused: `10.0.0.1/8` is almost always a typo for something else.
-fn parse_network(text: &str) -> Result<IpNet, String> {
-    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
-        return Ok(IpNet::from(ip));
-    }
-    let net: IpNet = text
-        .parse()
-        .map_err(|_| format!("'{text}' is not a CIDR such as 10.0.0.0/16 or an IP address"))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "'{text}' has host bits set; did you mean {}?",
-            net.trunc()
-        ));
-    }
-    Ok(net)
 }
 
 /// The longest any duration may be: a year is past every sensible timeout, lifetime or
@@ -640,8 +483,8 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
 
-        /// The loader fed random files made of real keys with random values: it loads or
-        /// names a key (or the TOML position) in its error; nothing panics.
+        /// The loader fed random files made of real keys with random values: see
+        /// `fuzzing::config`.
         #[test]
         fn any_config_loads_or_names_what_is_wrong(
             lines in proptest::collection::vec((
@@ -663,9 +506,7 @@ mod tests {
                 .iter()
                 .map(|(key, value)| if key.starts_with('[') { format!("{key}\n") } else { format!("{key} = {value}\n") })
                 .collect();
-            if let Err(error) = Config::from_toml(&format!("hostname = \"h.example\"\n{text}")) {
-                proptest::prop_assert!(!error.to_string().trim().is_empty(), "{}", text);
-            }
+            crate::fuzzing::config(format!("hostname = \"h.example\"\n{text}").as_bytes());
         }
     }
 
@@ -691,6 +532,22 @@ mod tests {
             (
                 "[smtp]\nallowed_sender_domains = [\"a@b\"]",
                 "smtp.allowed_sender_domains[0]",
+            ),
+            (
+                "[smtp]\nimplicit_tls_listen = \"127.0.0.1:465\"",
+                "smtp.implicit_tls_listen`: needs a certificate",
+            ),
+            (
+                "[smtp]\nrequire_tls = true",
+                "smtp.require_tls`: needs a certificate",
+            ),
+            (
+                "[smtp.tls]\ncertificate = \"cert.pem\"\nkey = \"/k.pem\"",
+                "smtp.tls.certificate",
+            ),
+            (
+                "[smtp.tls]\ncertificate = \"/c.pem\"\nkey = \"/k.pem\"\n[smtp]\nimplicit_tls_listen = \"465\"",
+                "smtp.implicit_tls_listen",
             ),
         ];
         for (text, expected) in cases {

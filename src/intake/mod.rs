@@ -233,11 +233,19 @@ impl Intake {
     /// Our Received header and the provenance recorded with the message.
     fn provenance(&self, submission: &Submission, id: &QueueId) -> (Vec<u8>, Origin) {
         match &submission.client {
-            Client::Smtp { ip, helo, esmtp } => {
-                let protocol = match (*esmtp, submission.smtputf8) {
-                    (_, true) => "UTF8SMTP",
-                    (true, false) => "ESMTP",
-                    (false, false) => "SMTP",
+            Client::Smtp {
+                ip,
+                helo,
+                esmtp,
+                tls,
+            } => {
+                // RFC 3848 and RFC 6531 7.2: an S for STARTTLS or implicit TLS.
+                let protocol = match (*esmtp, submission.smtputf8, tls.is_some()) {
+                    (_, true, false) => "UTF8SMTP",
+                    (_, true, true) => "UTF8SMTPS",
+                    (true, false, false) => "ESMTP",
+                    (true, false, true) => "ESMTPS",
+                    (false, false, _) => "SMTP",
                 };
                 let single = match submission.recipients.as_slice() {
                     [only] => Some(only.to_string()),
@@ -246,13 +254,19 @@ impl Intake {
                 let client = format!("[{ip}]");
                 let from = (!self.rewriter.hides_client(*ip))
                     .then_some((helo.as_deref(), client.as_str()));
-                let header =
-                    received::smtp_header(from, &self.hostname, protocol, id, single.as_deref());
+                let header = received::smtp_header(
+                    from,
+                    tls.as_ref(),
+                    &self.hostname,
+                    protocol,
+                    id,
+                    single.as_deref(),
+                );
                 let origin = Origin {
                     helo: helo.clone(),
                     client_addr: Some(ip.to_string()),
                     submitter: None,
-                    protocol: if *esmtp { "ESMTP" } else { "SMTP" },
+                    protocol,
                 };
                 (header, origin)
             }

@@ -3,13 +3,14 @@
 
 use chrono::Utc;
 
-use crate::model::QueueId;
+use crate::model::{QueueId, TlsSession};
 
 /// For mail that arrived over SMTP: `from HELO ([IP])` (left out when the client's address is
-/// private and hidden), our name, protocol and queue ID, and the recipient when there is only
-/// one (more would disclose Bcc recipients).
+/// private and hidden), the TLS version and cipher (RFC 8314 7.4), our name, protocol and
+/// queue ID, and the recipient when there is only one (more would disclose Bcc recipients).
 pub fn smtp_header(
     from: Option<(Option<&str>, &str)>,
+    tls: Option<&TlsSession>,
     hostname: &str,
     protocol: &str,
     id: &QueueId,
@@ -19,6 +20,12 @@ pub fn smtp_header(
     if let Some((helo, client)) = from {
         let helo = helo.map(sanitize).unwrap_or_else(|| "unknown".into());
         header.push_str(&format!("from {helo} ({client})\r\n\t"));
+    }
+    if let Some(tls) = tls {
+        header.push_str(&format!(
+            "(using {} with cipher {})\r\n\t",
+            tls.version, tls.cipher
+        ));
     }
     header.push_str(&format!(
         "by {hostname} (smarthost) with {protocol} id {id}"
@@ -62,6 +69,7 @@ mod tests {
         let id = QueueId::generate();
         let header = String::from_utf8(smtp_header(
             Some((Some("client.test"), "[127.0.0.1]")),
+            None,
             "relay.test",
             "ESMTP",
             &id,
@@ -76,10 +84,31 @@ mod tests {
     }
 
     #[test]
+    fn tls_version_and_cipher_are_recorded() {
+        let id = QueueId::generate();
+        let tls = TlsSession {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        };
+        let header = String::from_utf8(smtp_header(
+            Some((Some("client.test"), "[10.0.0.5]")),
+            Some(&tls),
+            "relay.test",
+            "ESMTPS",
+            &id,
+            None,
+        ))
+        .unwrap();
+        assert!(header.starts_with(
+            "Received: from client.test ([10.0.0.5])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\tby relay.test (smarthost) with ESMTPS id "
+        ), "{header}");
+    }
+
+    #[test]
     fn hidden_client_leaves_only_our_side() {
         let id = QueueId::generate();
         let header =
-            String::from_utf8(smtp_header(None, "relay.test", "ESMTP", &id, None)).unwrap();
+            String::from_utf8(smtp_header(None, None, "relay.test", "ESMTP", &id, None)).unwrap();
         assert!(header.starts_with(&format!(
             "Received: by relay.test (smarthost) with ESMTP id {id}; "
         )));
@@ -90,6 +119,7 @@ mod tests {
         let id = QueueId::generate();
         let header = smtp_header(
             Some((Some("evil\r\nX-Injected: 1 (x)"), "[127.0.0.1]")),
+            None,
             "r.test",
             "SMTP",
             &id,

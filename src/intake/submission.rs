@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::model::{Address, BodyType, ReversePath};
+use crate::model::{Address, BodyType, ReversePath, TlsSession};
 
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -23,11 +23,13 @@ pub struct Submission {
 /// Who handed the message in.
 #[derive(Debug, Clone)]
 pub enum Client {
-    /// An SMTP client: its address, what it called itself, and whether it spoke ESMTP.
+    /// An SMTP client: its address, what it called itself, whether it spoke ESMTP, and the
+    /// TLS session it spoke through.
     Smtp {
         ip: IpAddr,
         helo: Option<String>,
         esmtp: bool,
+        tls: Option<TlsSession>,
     },
     /// A local user: `sendmail`, `sendmail -bs`, or the daemon's end of the hand-off, which
     /// learns the user from the kernel (the socket's peer credentials), never from the client.

@@ -27,6 +27,7 @@ pub enum Command {
     Quit,
     Vrfy,
     Help,
+    StartTls,
     NotImplemented,
 }
 
@@ -85,8 +86,9 @@ fn from_request(request: Request<Cow<'_, str>>) -> Command {
         Request::Quit => Command::Quit,
         Request::Vrfy { .. } => Command::Vrfy,
         Request::Help { .. } => Command::Help,
-        // MAIL and RCPT never reach smtp-proto with a valid prefix; the rest (EXPN, STARTTLS,
-        // AUTH, BDAT, ETRN, ...) are extensions we do not offer on this listener.
+        Request::StartTls => Command::StartTls,
+        // MAIL and RCPT never reach smtp-proto with a valid prefix; the rest (EXPN, BDAT,
+        // ETRN, ...) are extensions we do not offer.
         _ => Command::NotImplemented,
     }
 }
@@ -178,7 +180,7 @@ mod tests {
         assert_eq!(ok("QUIT\n"), Command::Quit);
         assert_eq!(ok("VRFY root\r\n"), Command::Vrfy);
         assert_eq!(ok("HELP\r\n"), Command::Help);
-        assert_eq!(ok("STARTTLS\r\n"), Command::NotImplemented);
+        assert_eq!(ok("STARTTLS\r\n"), Command::StartTls);
         assert_eq!(refused("FOO bar\r\n"), 500);
         assert_eq!(refused("EHLO\r\n"), 501);
     }
@@ -231,12 +233,11 @@ mod tests {
 
 #[cfg(test)]
 mod fuzz {
-    use super::*;
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
 
-        /// Any line parses to a command or to a reply with a 5xx code; nothing panics.
+        /// Any line: see `fuzzing::command`.
         #[test]
         fn any_line_parses_or_is_refused_with_5xx(
             prefix in proptest::sample::select(vec!["", "MAIL FROM:", "RCPT TO:", "EHLO ", "HELO ", "DATA", "VRFY ", "mail from:<", "RCPT TO:<"]),
@@ -244,9 +245,7 @@ mod fuzz {
         ) {
             let mut line = prefix.as_bytes().to_vec();
             line.extend_from_slice(&rest);
-            if let Err(reply) = parse(&line) {
-                proptest::prop_assert!((500..600).contains(&reply.code), "{:?} for {:?}", reply, line);
-            }
+            crate::fuzzing::command(&line);
         }
     }
 }

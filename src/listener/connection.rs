@@ -1,14 +1,18 @@
-//! Drives one `Session` over any byte stream (a TCP socket, or stdin/stdout for
+//! Drives one `Session` over any byte stream (a TCP socket, TLS over it, or stdin/stdout for
 //! `sendmail -bs`): reads with the session's timeout, writes replies (batched, so pipelined
-//! commands get their replies in one write), and hands finished messages to the intake.
+//! commands get their replies in one write), hands finished messages to the intake, and
+//! moves the session into TLS after STARTTLS.
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 
 use super::reply::{self, Reply, refusal_reason};
 use super::session::{Peer, Session, SessionPolicy, Step};
+use super::tls::{ServerTls, session_of};
 use crate::telemetry::Metrics;
 
 /// Read sizes: large while a message streams in, small between commands, so that hundreds
@@ -21,6 +25,8 @@ const COMMAND_READ_CHUNK: usize = 2 * 1024;
 pub struct SessionContext {
     pub policy: Arc<SessionPolicy>,
     pub metrics: Arc<Metrics>,
+    /// The certificate for STARTTLS and implicit TLS; None: no TLS.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// How a session ended, for `sendmail -bs`'s exit status.
@@ -36,28 +42,123 @@ pub struct SessionEnd {
 
 /// Runs the session until QUIT, a closing error, a timeout, shutdown, or the client leaving.
 /// `shutdown` turning true makes an idle session answer `421 4.3.2`; a session in DATA is left
-/// to finish its message first.
+/// to finish its message first. After STARTTLS the same session goes on inside TLS.
 pub async fn run<S>(
     stream: S,
     peer: Peer,
+    context: SessionContext,
+    shutdown: watch::Receiver<bool>,
+) -> SessionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let session = Session::new(context.policy.clone(), peer);
+    converse(stream, session, context, shutdown).await
+}
+
+/// The implicit-TLS listener (RFC 8314): the handshake first, then the session, TLS from its
+/// greeting on.
+pub async fn run_tls(
+    stream: TcpStream,
+    peer: Peer,
+    context: SessionContext,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(tls) = context.tls.clone() else {
+        return;
+    };
+    let handshake = context.policy.limits.command_timeout;
+    match tokio::time::timeout(handshake, tls.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let mut session = Session::new(context.policy.clone(), peer);
+            session.tls_started(session_of(&stream));
+            converse(stream, session, context, shutdown).await;
+        }
+        Ok(Err(error)) => tracing::info!(?peer, %error, "TLS handshake failed"),
+        Err(_elapsed) => tracing::info!(?peer, "TLS handshake timed out"),
+    }
+}
+
+async fn converse<S>(
+    mut stream: S,
+    mut session: Session,
     context: SessionContext,
     mut shutdown: watch::Receiver<bool>,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut session = Session::new(context.policy.clone(), peer);
     context.metrics.sessions.inc();
-    let mut input = Vec::with_capacity(COMMAND_READ_CHUNK);
-    let mut output = Vec::with_capacity(1024);
-    let mut quit = false;
-    session.greeting().write_to(&mut output);
+    let mut io = Buffers {
+        input: Vec::with_capacity(COMMAND_READ_CHUNK),
+        output: Vec::with_capacity(1024),
+        quit: false,
+    };
+    session.greeting().write_to(&mut io.output);
+    let driven = drive(&mut stream, &mut session, &mut io, &context, &mut shutdown).await;
+    if let Driven::StartTls = driven {
+        match start_tls(stream, &context).await {
+            Ok(mut stream) => {
+                session.tls_started(session_of(&stream));
+                drive(&mut stream, &mut session, &mut io, &context, &mut shutdown).await;
+                let _ = stream.shutdown().await;
+            }
+            Err(error) => {
+                tracing::info!(peer = ?session.peer(), %error, "STARTTLS handshake failed")
+            }
+        }
+    } else {
+        let _ = stream.shutdown().await;
+    }
+    SessionEnd {
+        quit: io.quit,
+        queued: session.queued_count(),
+        open_transaction: session.in_transaction(),
+    }
+}
+
+async fn start_tls<S>(stream: S, context: &SessionContext) -> std::io::Result<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(tls) = &context.tls else {
+        return Err(std::io::Error::other("no certificate"));
+    };
+    let handshake = context.policy.limits.command_timeout;
+    tokio::time::timeout(handshake, tls.accept(stream))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))?
+}
+
+/// What a session's stream carries between its stages.
+struct Buffers {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// The client said QUIT.
+    quit: bool,
+}
+
+enum Driven {
+    Ended,
+    /// The 220 for STARTTLS is written: the handshake comes next, on the same stream.
+    StartTls,
+}
+
+async fn drive<S>(
+    stream: &mut S,
+    session: &mut Session,
+    io: &mut Buffers,
+    context: &SessionContext,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Driven
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
-        match session.step(&mut input) {
+        match session.step(&mut io.input) {
             Step::Reply(reply) => {
-                count_refusal(&context, &reply);
-                reply.write_to(&mut output);
+                count_refusal(context, &reply);
+                reply.write_to(&mut io.output);
             }
             Step::Message(submission) => {
                 let started = std::time::Instant::now();
@@ -73,40 +174,45 @@ where
                         .acceptance_seconds
                         .observe(started.elapsed().as_secs_f64());
                 }
-                count_refusal(&context, &reply);
-                reply.write_to(&mut output);
+                count_refusal(context, &reply);
+                reply.write_to(&mut io.output);
+            }
+            Step::StartTls(reply) => {
+                reply.write_to(&mut io.output);
+                let written =
+                    stream.write_all(&io.output).await.is_ok() && stream.flush().await.is_ok();
+                io.output.clear();
+                return if written {
+                    Driven::StartTls
+                } else {
+                    Driven::Ended
+                };
             }
             Step::Close(reply) => {
-                quit = reply == reply::BYE;
-                count_refusal(&context, &reply);
-                reply.write_to(&mut output);
-                let _ = writer.write_all(&output).await;
-                break;
+                io.quit = reply == reply::BYE;
+                count_refusal(context, &reply);
+                reply.write_to(&mut io.output);
+                let _ = stream.write_all(&io.output).await;
+                return Driven::Ended;
             }
             Step::NeedInput => {
-                if writer.write_all(&output).await.is_err() || writer.flush().await.is_err() {
-                    break;
+                if stream.write_all(&io.output).await.is_err() || stream.flush().await.is_err() {
+                    return Driven::Ended;
                 }
-                output.clear();
-                match read_more(&mut reader, &mut input, &session, &mut shutdown).await {
+                io.output.clear();
+                match read_more(stream, &mut io.input, session, shutdown).await {
                     ReadResult::Data => {}
-                    ReadResult::Closed => break,
+                    ReadResult::Closed => return Driven::Ended,
                     ReadResult::Stop(reply) => {
-                        count_refusal(&context, &reply);
+                        count_refusal(context, &reply);
                         tracing::info!(peer = ?session.peer(), reply = %reply.text, "closing session");
-                        reply.write_to(&mut output);
-                        let _ = writer.write_all(&output).await;
-                        break;
+                        reply.write_to(&mut io.output);
+                        let _ = stream.write_all(&io.output).await;
+                        return Driven::Ended;
                     }
                 }
             }
         }
-    }
-    let _ = writer.shutdown().await;
-    SessionEnd {
-        quit,
-        queued: session.queued_count(),
-        open_transaction: session.in_transaction(),
     }
 }
 

@@ -26,6 +26,16 @@ pub const NEED_MAIL: Reply = Reply::fixed(503, "5.5.1 Error: need MAIL command")
 pub const NEED_RCPT: Reply = Reply::fixed(503, "5.5.1 Error: need RCPT command");
 pub const UNKNOWN_COMMAND: Reply = Reply::fixed(500, "5.5.2 Error: command not recognized");
 pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, "5.5.1 Error: command not implemented");
+pub const READY_FOR_TLS: Reply = Reply::fixed(220, "2.0.0 Ready to start TLS");
+pub const TLS_ACTIVE: Reply = Reply::fixed(503, "5.5.1 Error: TLS already active");
+pub const TLS_IN_TRANSACTION: Reply =
+    Reply::fixed(503, "5.5.1 Error: STARTTLS inside a mail transaction");
+/// Commands sent behind STARTTLS before its reply would run inside the TLS session as if the
+/// client had sent them there (the STARTTLS command-injection class, CVE-2011-0411): refused,
+/// and the connection closed.
+pub const PIPELINED_AFTER_STARTTLS: Reply =
+    Reply::fixed(554, "5.5.0 Error: commands pipelined after STARTTLS");
+pub const TLS_REQUIRED: Reply = Reply::fixed(530, "5.7.0 Must issue a STARTTLS command first");
 pub const LINE_TOO_LONG: Reply = Reply::fixed(500, "5.5.2 Error: line too long");
 pub const NUL_IN_COMMAND: Reply = Reply::fixed(500, "5.5.2 Error: NUL character in command");
 pub const NOT_UTF8: Reply = Reply::fixed(500, "5.5.2 Error: command is not valid UTF-8");

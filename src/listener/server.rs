@@ -61,10 +61,18 @@ impl Drop for PerIpSlot {
     }
 }
 
+/// The sockets sessions arrive on.
+pub struct Listeners {
+    /// `smtp.listen`: plain SMTP, STARTTLS when a certificate is configured.
+    pub smtp: TcpListener,
+    /// `smtp.implicit_tls_listen`: TLS from the first byte (RFC 8314).
+    pub implicit_tls: Option<TcpListener>,
+}
+
 /// Accepts connections until `stop` completes, then tells idle sessions to close, waits up to
 /// the grace period for the others, and returns.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     context: SessionContext,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
@@ -77,9 +85,10 @@ pub async fn serve(
     tokio::pin!(stop);
     loop {
         while sessions.try_join_next().is_some() {}
-        let accepted = tokio::select! {
+        let (accepted, implicit_tls) = tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => accepted,
+            accepted = listeners.smtp.accept() => (accepted, false),
+            accepted = accept_on(listeners.implicit_tls.as_ref()) => (accepted, true),
         };
         let (stream, address) = match accepted {
             Ok(pair) => {
@@ -102,7 +111,10 @@ pub async fn serve(
         let Some((permit, slot)) = permits else {
             tracing::warn!(%ip, "connection refused: too many connections");
             context.metrics.refuse("rate");
-            sessions.spawn(refuse(stream, reply::TOO_MANY_CONNECTIONS));
+            // A TLS client would read a plain reply as a broken handshake: it is just closed.
+            if !implicit_tls {
+                sessions.spawn(refuse(stream, reply::TOO_MANY_CONNECTIONS));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -110,11 +122,15 @@ pub async fn serve(
         let shutdown = shutdown_rx.clone();
         sessions.spawn(async move {
             let _held: (OwnedSemaphorePermit, PerIpSlot) = (permit, slot);
-            tracing::debug!(%ip, "session started");
-            connection::run(stream, Peer::Tcp(ip), context, shutdown).await;
+            tracing::debug!(%ip, implicit_tls, "session started");
+            if implicit_tls {
+                connection::run_tls(stream, Peer::Tcp(ip), context, shutdown).await;
+            } else {
+                connection::run(stream, Peer::Tcp(ip), context, shutdown).await;
+            }
         });
     }
-    drop(listener);
+    drop(listeners);
     let _ = shutdown_tx.send(true);
     tracing::info!(
         sessions = sessions.len(),
@@ -130,6 +146,16 @@ pub async fn serve(
             "grace period over; closing remaining sessions"
         );
         sessions.shutdown().await;
+    }
+}
+
+/// The next connection on `listener`; never, when there is none.
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 

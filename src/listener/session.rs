@@ -14,13 +14,17 @@ use super::data::{DataOutcome, DataReceiver};
 use super::reply::{self, Reply};
 use crate::config::SessionLimits;
 use crate::intake::{Client, Intake, LocalUser, Refusal, Role, Submission};
-use crate::model::{self, Address, BodyType, QueueId, ReversePath};
+use crate::model::{self, Address, BodyType, QueueId, ReversePath, TlsSession};
 use crate::policy::RelayDecision;
 
 /// Everything sessions share: their limits, and the intake that judges and takes their mail.
 pub struct SessionPolicy {
     pub limits: SessionLimits,
     pub intake: Arc<Intake>,
+    /// A certificate is configured: STARTTLS is offered to TCP clients.
+    pub starttls: bool,
+    /// MAIL needs TLS from clients other than loopback (`smtp.require_tls`).
+    pub require_tls: bool,
 }
 
 /// Who is on the other end.
@@ -46,6 +50,8 @@ pub enum Step {
     Reply(Reply),
     /// A complete message: give it to the intake, then call `Session::queued` for the reply.
     Message(Submission),
+    /// Send this reply (220), then start the TLS handshake and call `Session::tls_started`.
+    StartTls(Reply),
     /// Every complete line has been handled: flush replies and read more.
     NeedInput,
     /// Send this reply and close the connection.
@@ -76,6 +82,7 @@ pub struct Session {
     transaction: Option<Transaction>,
     mode: Mode,
     errors: u32,
+    tls: Option<TlsSession>,
     /// Messages queued so far (`sendmail -bs` exits non-zero when its input ends with none).
     queued: u32,
 }
@@ -92,8 +99,23 @@ impl Session {
             transaction: None,
             mode: Mode::Command,
             errors: 0,
+            tls: None,
             queued: 0,
         }
+    }
+
+    /// The TLS handshake finished (after STARTTLS, or at connect on the implicit-TLS
+    /// listener). Everything learnt before it is forgotten, as RFC 3207 4.2 requires: the
+    /// client must say EHLO again.
+    pub fn tls_started(&mut self, tls: TlsSession) {
+        self.helo = None;
+        self.esmtp = false;
+        self.transaction = None;
+        self.tls = Some(tls);
+    }
+
+    fn offers_starttls(&self) -> bool {
+        self.policy.starttls && self.tls.is_none() && matches!(self.peer, Peer::Tcp(_))
     }
 
     pub fn greeting(&self) -> Reply {
@@ -192,6 +214,7 @@ impl Session {
             return self.error(reply::NUL_IN_COMMAND);
         }
         match command::parse(&line) {
+            Ok(Command::StartTls) => self.starttls(!input.is_empty()),
             Ok(command) => self.execute(command),
             Err(reply) => self.error(reply),
         }
@@ -212,8 +235,26 @@ impl Session {
             Command::Vrfy => Step::Reply(reply::CANNOT_VRFY),
             Command::Help => Step::Reply(reply::HELP),
             Command::Quit => Step::Close(reply::BYE),
-            Command::NotImplemented => self.error(reply::NOT_IMPLEMENTED),
+            Command::StartTls | Command::NotImplemented => self.error(reply::NOT_IMPLEMENTED),
         }
+    }
+
+    /// RFC 3207. `more_input`: the client sent something behind the command without waiting
+    /// for its reply.
+    fn starttls(&mut self, more_input: bool) -> Step {
+        if self.tls.is_some() {
+            return self.error(reply::TLS_ACTIVE);
+        }
+        if !self.offers_starttls() {
+            return self.error(reply::NOT_IMPLEMENTED);
+        }
+        if more_input {
+            return Step::Close(reply::PIPELINED_AFTER_STARTTLS);
+        }
+        if self.transaction.is_some() {
+            return self.error(reply::TLS_IN_TRANSACTION);
+        }
+        Step::StartTls(reply::READY_FOR_TLS)
     }
 
     /// EHLO/HELO, which also abort any transaction (RFC 5321 4.1.4).
@@ -225,10 +266,15 @@ impl Session {
         if !esmtp {
             return Step::Reply(Reply::new(250, hostname.to_string()));
         }
+        let starttls = if self.offers_starttls() {
+            "\nSTARTTLS"
+        } else {
+            ""
+        };
         Step::Reply(Reply::new(
             250,
             format!(
-                "{hostname}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8",
+                "{hostname}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8{starttls}",
                 self.policy.intake.max_message_size()
             ),
         ))
@@ -240,6 +286,10 @@ impl Session {
         }
         if self.transaction.is_some() {
             return self.error(reply::NESTED_MAIL);
+        }
+        let remote = matches!(self.peer, Peer::Tcp(ip) if !ip.is_loopback());
+        if self.policy.require_tls && self.tls.is_none() && remote {
+            return self.error(reply::TLS_REQUIRED);
         }
         if params
             .size
@@ -330,6 +380,7 @@ impl Session {
                         ip: *ip,
                         helo: self.helo.clone(),
                         esmtp: self.esmtp,
+                        tls: self.tls.clone(),
                     },
                     Peer::Local(user) => Client::Local(user.clone()),
                 };

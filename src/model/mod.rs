@@ -8,6 +8,7 @@ mod body_type;
 mod internal_names;
 mod queue_id;
 mod reply;
+mod tls_session;
 mod upstream_reply;
 mod upstream_sizes;
 
@@ -17,5 +18,6 @@ pub use body_type::BodyType;
 pub use internal_names::{DEFAULT_INTERNAL_SUFFIXES, InternalNames, is_private};
 pub use queue_id::QueueId;
 pub use reply::Reply;
+pub use tls_session::TlsSession;
 pub use upstream_reply::{EnhancedStatus, UpstreamReply};
 pub use upstream_sizes::UpstreamSizes;

@@ -121,6 +121,11 @@ pub fn rewrite(
         decisions.push(format!("header Message-ID added ({id})"));
     }
     if !added.is_empty() {
+        // A message that ends inside its last header line (no line end: `printf 'Subject: x'
+        // | sendmail`) gets the line ended first, or the added header would be glued to it.
+        if headers_end > 0 && message[headers_end - 1] != b'\n' {
+            added.splice(0..0, *b"\r\n");
+        }
         edits.push((headers_end..headers_end, added));
     }
     Edited {

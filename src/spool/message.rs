@@ -30,7 +30,7 @@ pub struct Origin {
     pub client_addr: Option<String>,
     /// The local user who ran sendmail; None over TCP.
     pub submitter: Option<String>,
-    /// SMTP, ESMTP or LOCAL.
+    /// SMTP, ESMTP, ESMTPS, UTF8SMTP(S) or LOCAL.
     pub protocol: &'static str,
 }
 

@@ -3,11 +3,17 @@
 and print every reply as JSON, so the Rust tests can assert on what a real client saw.
 
 usage: smtp_send.py PORT --from ADDR --to ADDR [--to ADDR ...] [--source IP]
-                    [--mail-option OPT ...] < message
+                    [--mail-option OPT ...] [--starttls CA | --tls-on-connect CA] < message
+
+With --starttls or --tls-on-connect the server's certificate is verified against CA (a PEM
+file) for the host name, and the result has "tls": the version, cipher and the SHA-256 of the
+certificate the server presented.
 """
 import argparse
+import hashlib
 import json
 import smtplib
+import ssl
 import sys
 
 
@@ -19,13 +25,34 @@ def main():
     parser.add_argument("--to", action="append", default=[])
     parser.add_argument("--source", default=None)
     parser.add_argument("--mail-option", action="append", default=[])
+    parser.add_argument("--starttls", metavar="CA", default=None)
+    parser.add_argument("--tls-on-connect", metavar="CA", default=None)
     args = parser.parse_args()
     message = sys.stdin.buffer.read()
     result = {"rcpt": []}
     source = (args.source, 0) if args.source else None
-    with smtplib.SMTP(args.host, args.port, local_hostname="client.test",
-                      source_address=source, timeout=30) as client:
+    ca = args.starttls or args.tls_on_connect
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    if args.tls_on_connect:
+        client = smtplib.SMTP_SSL(args.host, args.port, local_hostname="client.test",
+                                  source_address=source, timeout=30, context=context)
+    else:
+        client = smtplib.SMTP(args.host, args.port, local_hostname="client.test",
+                              source_address=source, timeout=30)
+    with client:
         result["ehlo"] = list(client.ehlo())[0]
+        result["ehlo_text"] = client.ehlo_resp.decode() if client.ehlo_resp else ""
+        if args.starttls:
+            code, text = client.starttls(context=context)
+            result["starttls"] = [code, text.decode()]
+            result["ehlo_after_tls"] = client.ehlo()[1].decode()
+        if ca:
+            sock = client.sock
+            result["tls"] = {
+                "version": sock.version(),
+                "cipher": sock.cipher()[0],
+                "cert_sha256": hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest(),
+            }
         code, text = client.mail(args.sender, args.mail_option)
         result["mail"] = [code, text.decode()]
         accepted = 0

@@ -6,7 +6,7 @@
 //!
 //! Nothing here needs the upstream credentials: only the process that delivers reads them.
 
-mod args;
+pub(crate) mod args;
 mod message;
 
 use std::ffi::OsString;
@@ -257,9 +257,13 @@ async fn smtp_on_stdio(config: Config) -> u8 {
         policy: Arc::new(SessionPolicy {
             limits: config.smtp.limits.clone(),
             intake: Arc::new(Intake::new(&config, queue)),
+            // A local user on a pipe: nothing to encrypt, nobody to require it from.
+            starttls: false,
+            require_tls: false,
         }),
         // A one-session process has nobody to report to; the counts are dropped.
         metrics: Arc::new(Metrics::new()),
+        tls: None,
     };
     // Nothing asks a -bs session to stop early; the sender is kept alive till the end.
     let (_keep, shutdown) = tokio::sync::watch::channel(false);

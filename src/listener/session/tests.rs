@@ -32,7 +32,16 @@ fn policy_with_errors(trusted: &[&str], senders: &[&str], max_errors: u32) -> Ar
     Arc::new(SessionPolicy {
         limits,
         intake: Arc::new(Intake::new(&config, queue)),
+        starttls: true,
+        require_tls: false,
     })
+}
+
+fn tls_session() -> crate::model::TlsSession {
+    crate::model::TlsSession {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+    }
 }
 
 struct Transcript {
@@ -65,6 +74,11 @@ impl Transcript {
                     self.messages.push(message);
                     let id = QueueId::generate();
                     self.session.queued(&Ok(id)).write_to(&mut out);
+                }
+                Step::StartTls(reply) => {
+                    // The handshake is the driver's; here it succeeds at once.
+                    reply.write_to(&mut out);
+                    self.session.tls_started(tls_session());
                 }
                 Step::NeedInput => break,
                 Step::Close(reply) => {
@@ -138,7 +152,7 @@ fn order_of_commands_is_enforced() {
     c.expect("NOOP", "250 2.0.0");
     c.expect("VRFY root", "252 ");
     c.expect("HELP", "214-");
-    c.expect("STARTTLS", "502 5.5.1");
+    c.expect("EXPN root", "502 5.5.1");
     c.expect("BOGUS", "500 5.5.2");
 }
 
@@ -320,45 +334,13 @@ fn unroutable_recipient_is_refused_as_such_at_rcpt() {
     );
 }
 
-/// Feeds `wire` to a fresh session `chunk` bytes at a time; every reply written out, with
-/// queue IDs masked (they are random) and a note when the session closed.
-fn replay(wire: &[u8], chunk: usize) -> Vec<u8> {
-    let mut session = Session::new(
-        policy(&["127.0.0.0/8"], &[]),
-        Peer::Tcp("127.0.0.1".parse().unwrap()),
-    );
-    let mut out = Vec::new();
-    session.greeting().write_to(&mut out);
-    let mut input = Vec::new();
-    // Bounded: each round consumes input or asks for more.
-    for piece in wire.chunks(chunk.max(1)) {
-        input.extend_from_slice(piece);
-        for _ in 0..10_000 {
-            match session.step(&mut input) {
-                Step::Reply(reply) => reply.write_to(&mut out),
-                Step::Message(_) => session
-                    .queued(&Ok(QueueId::parse("0000000000000AA").unwrap()))
-                    .write_to(&mut out),
-                Step::NeedInput => break,
-                Step::Close(reply) => {
-                    reply.write_to(&mut out);
-                    out.extend_from_slice(b"<closed>");
-                    return out;
-                }
-            }
-        }
-    }
-    out
-}
-
 use proptest::strategy::Strategy;
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
 
     /// The session fed random transcripts — SMTP words, addresses, parameters, DATA bodies and
-    /// raw bytes — never panics, answers only in well-formed replies (a 2xx–5xx code, CRLF
-    /// ends), and says the same whatever the chunking of its input.
+    /// raw bytes — in any chunking.
     #[test]
     fn random_transcripts_get_well_formed_replies_whatever_the_chunking(
         pieces in proptest::collection::vec(proptest::prop_oneof![
@@ -372,18 +354,61 @@ proptest::proptest! {
             ]).prop_map(|s| s.as_bytes().to_vec()),
             proptest::collection::vec(proptest::num::u8::ANY, 0..12),
         ], 0..25),
-        chunk in 1usize..9,
+        chunk in 0u8..8,
     ) {
-        let wire: Vec<u8> = pieces.concat();
-        let whole = replay(&wire, wire.len().max(1));
-        proptest::prop_assert_eq!(&whole, &replay(&wire, chunk));
-        let text = String::from_utf8_lossy(&whole);
-        let text = text.strip_suffix("<closed>").unwrap_or(&text);
-        proptest::prop_assert!(text.ends_with("\r\n"), "{:?}", text);
-        for line in text.split_terminator("\r\n") {
-            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            proptest::prop_assert!((200..600).contains(&code), "{:?} in {:?}", line, text);
-            proptest::prop_assert!(matches!(line.as_bytes().get(3), None | Some(b' ' | b'-')), "{:?}", line);
-        }
+        // See `fuzzing::session` for what must hold.
+        let mut data = vec![chunk];
+        data.extend(pieces.concat());
+        crate::fuzzing::session(&data);
     }
+}
+
+#[test]
+fn starttls_is_offered_once_and_forgets_the_session_before_it() {
+    let mut c = Transcript::new("10.0.0.9");
+    let ehlo = c.send("EHLO client.test\r\n");
+    assert!(
+        ehlo.contains("\n250-STARTTLS") || ehlo.ends_with("250 STARTTLS"),
+        "{ehlo}"
+    );
+    c.expect("STARTTLS", "220 2.0.0");
+    // RFC 3207 4.2: the EHLO before the handshake counts for nothing.
+    c.expect(
+        "MAIL FROM:<a@b.example>",
+        "503 5.5.1 Error: send HELO/EHLO first",
+    );
+    let ehlo = c.send("EHLO client.test\r\n");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    c.expect("STARTTLS", "503 5.5.1 Error: TLS already active");
+}
+
+#[test]
+fn commands_pipelined_behind_starttls_close_the_session() {
+    let mut c = Transcript::new("10.0.0.9");
+    c.expect("EHLO client.test", "250");
+    let answer = c.send("STARTTLS\r\nRSET\r\n");
+    assert_eq!(answer, "554 5.5.0 Error: commands pipelined after STARTTLS");
+    assert!(c.closed);
+}
+
+#[test]
+fn starttls_is_not_for_local_users_nor_inside_a_transaction() {
+    let mut local = Transcript {
+        session: Session::new(
+            policy(&["127.0.0.0/8"], &[]),
+            Peer::Local(crate::intake::LocalUser::current()),
+        ),
+        messages: Vec::new(),
+        closed: false,
+    };
+    let ehlo = local.send("EHLO x\r\n");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    local.expect("STARTTLS", "502 5.5.1");
+    let mut c = Transcript::new("127.0.0.1");
+    c.expect("EHLO client.test", "250");
+    c.expect("MAIL FROM:<a@b.example>", "250");
+    c.expect(
+        "STARTTLS",
+        "503 5.5.1 Error: STARTTLS inside a mail transaction",
+    );
 }

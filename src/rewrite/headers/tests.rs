@@ -175,8 +175,33 @@ fn sender_header() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Found by the header_rewrite fuzz target: the added headers were glued to a last header
+/// line that had no line end ("Subject: xDate: ...").
+#[test]
+fn headers_are_added_on_their_own_line_after_an_unterminated_last_header() {
+    let edited = rewrite(b"Subject: x", &rules(), &[], &missing()).message;
+    let text = String::from_utf8(edited).unwrap();
+    assert!(text.starts_with("Subject: x\r\nDate: "), "{text:?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Messages made of sender headers, other headers, folding, bare line ends and a body:
+    /// see `fuzzing::header_rewrite`.
+    #[test]
+    fn repair_converges(
+        pieces in proptest::collection::vec(prop_oneof![
+            sender_header(),
+            untouched_header(),
+            Just("\r\n".to_string()),
+            Just("\n".to_string()),
+            Just(" folded\r\n".to_string()),
+            "[ -~]{0,20}",
+        ], 0..10),
+    ) {
+        crate::fuzzing::header_rewrite(pieces.concat().as_bytes());
+    }
 
     #[test]
     fn nothing_outside_rewritten_headers_changes(

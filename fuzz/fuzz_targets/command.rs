@@ -1,0 +1,3 @@
+#![no_main]
+// The property lives in smarthost::fuzzing::command, shared with the stable tests.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| smarthost::fuzzing::command(data));

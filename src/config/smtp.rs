@@ -1,0 +1,228 @@
+//! `[smtp]`: the listener — where it listens, whom it trusts, its limits and timeouts, and its
+//! TLS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::{ConfigError, absolute, count_within, duration, invalid};
+use crate::policy::{SenderDomains, TrustedNetworks};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSmtp {
+    listen: String,
+    trusted_networks: Vec<String>,
+    allowed_sender_domains: Vec<String>,
+    max_message_size: u64,
+    max_recipients: usize,
+    max_command_line: usize,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_errors: u32,
+    idle_timeout: String,
+    command_timeout: String,
+    data_timeout: String,
+    shutdown_grace: String,
+    implicit_tls_listen: Option<String>,
+    require_tls: bool,
+    tls: Option<RawTls>,
+}
+
+impl Default for RawSmtp {
+    fn default() -> RawSmtp {
+        RawSmtp {
+            listen: "127.0.0.1:2525".into(),
+            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            allowed_sender_domains: Vec::new(),
+            max_message_size: 10 * 1024 * 1024,
+            max_recipients: 1000,
+            max_command_line: 1000,
+            max_connections: 200,
+            max_connections_per_ip: 50,
+            max_errors: 20,
+            idle_timeout: "5m".into(),
+            command_timeout: "5m".into(),
+            data_timeout: "3m".into(),
+            shutdown_grace: "30s".into(),
+            implicit_tls_listen: None,
+            require_tls: false,
+            tls: None,
+        }
+    }
+}
+
+/// `[smtp.tls]`: the listener's certificate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    pub trusted_networks: TrustedNetworks,
+    pub allowed_sender_domains: SenderDomains,
+    pub limits: SessionLimits,
+    /// Concurrent connections in total; beyond it clients get `421 4.7.0`.
+    pub max_connections: usize,
+    /// Concurrent connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// How long SIGTERM waits for sessions still in DATA before exiting anyway.
+    pub shutdown_grace: Duration,
+    /// The certificate STARTTLS and the implicit-TLS listener present; None: no TLS.
+    pub tls: Option<TlsFiles>,
+    /// A second listener where TLS starts at connect (RFC 8314, port 465).
+    pub implicit_tls_listen: Option<SocketAddr>,
+    /// MAIL is refused (`530 5.7.0`) to clients other than loopback that did not start TLS.
+    pub require_tls: bool,
+}
+
+/// PEM files: the certificate with its chain, and its private key. Read at start and again on
+/// SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What one SMTP session may do; shared by the TCP listener and `sendmail -bs`.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_command_line: usize,
+    /// Protocol errors before the session is closed with `421` (Postfix's hard error limit).
+    pub max_errors: u32,
+    /// Waiting for a command outside a transaction (RFC 5321 4.5.3.2.7: at least 5 minutes).
+    pub idle_timeout: Duration,
+    /// Waiting for the next command inside a transaction (MAIL, RCPT: 5 minutes).
+    pub command_timeout: Duration,
+    /// Waiting for each block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
+    pub data_timeout: Duration,
+}
+
+pub(super) fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
+    let listen = raw.listen.parse().map_err(|_| {
+        invalid(
+            "smtp.listen",
+            format!(
+                "'{}' is not an ADDRESS:PORT such as 127.0.0.1:2525",
+                raw.listen
+            ),
+        )
+    })?;
+    let networks = raw
+        .trusted_networks
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            parse_network(text).map_err(|m| invalid(format!("smtp.trusted_networks[{index}]"), m))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (index, domain) in raw.allowed_sender_domains.iter().enumerate() {
+        if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
+            return Err(invalid(
+                format!("smtp.allowed_sender_domains[{index}]"),
+                format!("'{domain}' is not a domain name"),
+            ));
+        }
+    }
+    for (index, network) in networks.iter().enumerate() {
+        if network.prefix_len() == 0 {
+            return Err(invalid(
+                format!("smtp.trusted_networks[{index}]"),
+                format!(
+                    "{network} trusts every address: that is an open relay; list the networks of your own clients (e.g. the VPC's CIDR)"
+                ),
+            ));
+        }
+    }
+    let tls = match raw.tls {
+        Some(tls) => Some(TlsFiles {
+            certificate: absolute("smtp.tls.certificate", tls.certificate)?,
+            key: absolute("smtp.tls.key", tls.key)?,
+        }),
+        None => None,
+    };
+    let implicit_tls_listen = match &raw.implicit_tls_listen {
+        None => None,
+        Some(_) if tls.is_none() => {
+            return Err(invalid(
+                "smtp.implicit_tls_listen",
+                "needs a certificate: set smtp.tls.certificate and smtp.tls.key",
+            ));
+        }
+        Some(text) => Some(text.parse().map_err(|_| {
+            invalid(
+                "smtp.implicit_tls_listen",
+                format!("'{text}' is not an ADDRESS:PORT such as 0.0.0.0:465"),
+            )
+        })?),
+    };
+    if raw.require_tls && tls.is_none() {
+        return Err(invalid(
+            "smtp.require_tls",
+            "needs a certificate to offer STARTTLS: set smtp.tls.certificate and smtp.tls.key",
+        ));
+    }
+    let count = |key: &str, value: usize, max: u64| count_within(key, value as u64, max);
+    if raw.max_command_line < 512 {
+        return Err(invalid(
+            "smtp.max_command_line",
+            "must be at least 512 (RFC 5321 4.5.3.1.4)",
+        ));
+    }
+    Ok(SmtpConfig {
+        listen,
+        trusted_networks: TrustedNetworks::new(networks),
+        allowed_sender_domains: SenderDomains::new(raw.allowed_sender_domains),
+        limits: SessionLimits {
+            // Messages are held in memory while they arrive.
+            max_message_size: count(
+                "smtp.max_message_size",
+                raw.max_message_size as usize,
+                1 << 30,
+            )?,
+            max_recipients: count("smtp.max_recipients", raw.max_recipients, 100_000)? as usize,
+            max_command_line: raw.max_command_line,
+            max_errors: count("smtp.max_errors", raw.max_errors as usize, 1_000_000)? as u32,
+            idle_timeout: duration("smtp.idle_timeout", &raw.idle_timeout)?,
+            command_timeout: duration("smtp.command_timeout", &raw.command_timeout)?,
+            data_timeout: duration("smtp.data_timeout", &raw.data_timeout)?,
+        },
+        max_connections: count("smtp.max_connections", raw.max_connections, 1_000_000)? as usize,
+        max_connections_per_ip: count(
+            "smtp.max_connections_per_ip",
+            raw.max_connections_per_ip,
+            1_000_000,
+        )? as usize,
+        shutdown_grace: duration("smtp.shutdown_grace", &raw.shutdown_grace)?,
+        implicit_tls_listen,
+        require_tls: raw.require_tls,
+        tls,
+    })
+}
+
+/// A CIDR (`10.0.0.0/16`) or a single address (`10.0.0.5`, taken as /32 or /128). Host bits
+/// set below the prefix are refused: `10.0.0.1/8` is almost always a typo for something else.
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a CIDR such as 10.0.0.0/16 or an IP address"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "'{text}' has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
