@@ -8,9 +8,11 @@
 use std::ffi::OsString;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::Config;
+use crate::auth::{Auth, SenderPattern, User, Users, UsersFile, Verdict};
+use crate::config::{AuthConfig, Config};
 use crate::intake::{Intake, Queue};
 use crate::listener::SessionPolicy;
+use crate::listener::command::Command;
 use crate::listener::data::{DataOutcome, DataReceiver};
 use crate::listener::session::{Peer, Session, Step};
 use crate::model::{QueueId, TlsSession};
@@ -170,8 +172,9 @@ pub(crate) fn replay_session(wire: &[u8], chunk: usize) -> Vec<u8> {
         |mut writes: Vec<Vec<u8>>, line| {
             let last = writes.last_mut().expect("one write at least");
             last.extend_from_slice(line);
-            let text = line.trim_ascii_end();
-            if text.eq_ignore_ascii_case(b"STARTTLS") {
+            // The session's own reading of the line, so that no spelling of STARTTLS it
+            // accepts is missed (splitting a write anywhere else changes nothing).
+            if matches!(crate::listener::command::parse(line), Ok(Command::StartTls)) {
                 writes.push(Vec::new());
             }
             writes
@@ -195,6 +198,23 @@ pub(crate) fn replay_session(wire: &[u8], chunk: usize) -> Vec<u8> {
                         version: "TLSv1.3".into(),
                         cipher: "TLS13_AES_128_GCM_SHA256".into(),
                     });
+                }
+                Step::Authenticate(credentials) => {
+                    // No argon2 in the loop: user "fuzz" with password "fuzz" passes.
+                    let verdict = if credentials.name == "fuzz" && credentials.password == b"fuzz" {
+                        Verdict::Authenticated(Arc::new(User {
+                            name: "fuzz".into(),
+                            allow_senders: vec![SenderPattern::Domain("example.com".into())],
+                        }))
+                    } else {
+                        Verdict::Refused
+                    };
+                    let answer = session.authenticated(verdict);
+                    answer.reply.write_to(&mut out);
+                    if answer.close {
+                        out.extend_from_slice(b"<closed>");
+                        return out;
+                    }
                 }
                 Step::NeedInput => break,
                 Step::Close(reply) => {
@@ -227,9 +247,20 @@ fn session_policy() -> Arc<SessionPolicy> {
                 intake: Arc::new(Intake::new(&config, queue)),
                 starttls: true,
                 require_tls: false,
+                auth: Some(Arc::new(no_users_auth())),
             })
         })
         .clone()
+}
+
+/// AUTH offered, with nobody in the users file (the replay decides verdicts itself).
+pub(crate) fn no_users_auth() -> Auth {
+    let config = AuthConfig {
+        users_file: "/nonexistent/users.toml".into(),
+        max_failures: 5,
+        failure_window: std::time::Duration::from_secs(600),
+    };
+    Auth::new(&config, Users::new(UsersFile::default()).expect("no users"))
 }
 
 /// The DATA receiver over `wire` in pieces of `chunk`: the outcome, and how many bytes the

@@ -7,5 +7,6 @@ pub const DATAERR: u8 = 65;
 pub const NOINPUT: u8 = 66;
 pub const NOUSER: u8 = 67;
 pub const SOFTWARE: u8 = 70;
+pub const CANTCREAT: u8 = 73;
 pub const TEMPFAIL: u8 = 75;
 pub const CONFIG: u8 = 78;

@@ -47,7 +47,7 @@ fn starts_with_dot(line: &[u8]) -> bool {
 
 /// A line of `framed` (DATA as sent, end marker included) that some receiver would read as a
 /// lone dot before the end — splitting lines on CR, on LF or on CRLF, with or without NULs.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn lone_dot_before_end(framed: &[u8]) -> Option<String> {
     let before_end = framed.strip_suffix(b".\r\n").unwrap_or(framed);
     let no_nul: Vec<u8> = before_end.iter().copied().filter(|&b| b != 0).collect();

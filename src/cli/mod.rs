@@ -7,6 +7,7 @@ mod queue;
 pub(crate) mod sendmail;
 mod serve;
 mod ses_password;
+mod user;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -81,6 +82,14 @@ enum Command {
     },
     /// Validate the configuration and exit.
     CheckConfig,
+    /// Manage the SMTP AUTH users (smtp.auth.users_file): add, remove, list.
+    User {
+        /// The users file, overriding smtp.auth.users_file.
+        #[arg(long, value_name = "PATH")]
+        users_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
     /// Print the Amazon SES SMTP password for the IAM secret access key on standard input.
     SesPassword {
         /// The SES region the password is for, such as eu-west-1.
@@ -133,6 +142,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Queue { command } => with_config(config_path, spool, |c| queue::run(&c, command)),
         Command::CheckConfig => check_config::run(config_path, spool),
         Command::SesPassword { region } => ses_password::run(&region),
+        Command::User {
+            users_file,
+            command,
+        } => with_config(config_path, spool, |c| user::run(&c, users_file, command)),
     }
 }
 

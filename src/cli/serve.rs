@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use tokio::sync::{Notify, watch};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::delivery::{self, Shared};
 use crate::intake::{Intake, Queue};
@@ -95,6 +96,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         )),
         None => None,
     };
+    let auth = match &config.smtp.auth {
+        Some(auth) => Some(Arc::new(Auth::load(auth).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
     let implicit_tls = match config.smtp.implicit_tls_listen {
         Some(implicit) => {
             let listener = TcpListener::bind(implicit).await.with_context(|| {
@@ -133,6 +138,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         Some(tokio::spawn(delivery::run(shared_rx, stop_rx.clone())))
     };
     let reload_tls = tls.clone();
+    let reload_auth = auth.clone();
     let stop = async move {
         loop {
             tokio::select! {
@@ -142,6 +148,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
                     reloader.reload(&shared_tx).await;
                     if let Some(tls) = &reload_tls {
                         tls.reload();
+                    }
+                    if let Some(auth) = &reload_auth {
+                        auth.reload();
                     }
                 }
             }
@@ -158,6 +167,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             intake,
             starttls: tls.is_some(),
             require_tls: config.smtp.require_tls,
+            auth,
         }),
         metrics,
         tls,

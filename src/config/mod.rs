@@ -17,8 +17,8 @@ mod upstream;
 pub use delivery::{DeliveryConfig, RetryPolicy};
 pub use rewrite::RewriteConfig;
 pub use ses_smtp::{is_region, smtp_password as ses_smtp_password};
+pub use smtp::{AuthConfig, SessionLimits, SmtpConfig, TlsFiles};
 use smtp::{RawSmtp, validate_smtp};
-pub use smtp::{SessionLimits, SmtpConfig, TlsFiles};
 pub use upstream::{
     Credentials, PasswordSource, Secret, SecretSource, SesApi, SmtpServer, TlsMode, Transport,
     Upstream,

@@ -30,6 +30,7 @@ pub(super) struct RawSmtp {
     implicit_tls_listen: Option<String>,
     require_tls: bool,
     tls: Option<RawTls>,
+    auth: Option<RawAuth>,
 }
 
 impl Default for RawSmtp {
@@ -51,8 +52,28 @@ impl Default for RawSmtp {
             implicit_tls_listen: None,
             require_tls: false,
             tls: None,
+            auth: None,
         }
     }
+}
+
+/// `[smtp.auth]`: who may authenticate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    users_file: PathBuf,
+    #[serde(default = "default_max_failures")]
+    max_failures: usize,
+    #[serde(default = "default_failure_window")]
+    failure_window: String,
+}
+
+fn default_max_failures() -> usize {
+    5
+}
+
+fn default_failure_window() -> String {
+    "10m".into()
 }
 
 /// `[smtp.tls]`: the listener's certificate.
@@ -81,6 +102,18 @@ pub struct SmtpConfig {
     pub implicit_tls_listen: Option<SocketAddr>,
     /// MAIL is refused (`530 5.7.0`) to clients other than loopback that did not start TLS.
     pub require_tls: bool,
+    /// SMTP AUTH (offered under TLS only); None: relay for trusted networks only.
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[smtp.auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Written by `smarthost user`; read at start and on SIGHUP.
+    pub users_file: PathBuf,
+    /// Failed attempts from one address within `failure_window` before it gets `421 4.7.0`.
+    pub max_failures: usize,
+    pub failure_window: Duration,
 }
 
 /// PEM files: the certificate with its chain, and its private key. Read at start and again on
@@ -165,6 +198,21 @@ pub(super) fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
             )
         })?),
     };
+    let auth = match raw.auth {
+        None => None,
+        Some(_) if tls.is_none() => {
+            return Err(invalid(
+                "smtp.auth",
+                "AUTH is offered only under TLS (RFC 4954 and common sense: passwords in clear): set smtp.tls.certificate and smtp.tls.key",
+            ));
+        }
+        Some(auth) => Some(AuthConfig {
+            users_file: absolute("smtp.auth.users_file", auth.users_file)?,
+            max_failures: count_within("smtp.auth.max_failures", auth.max_failures as u64, 1000)?
+                as usize,
+            failure_window: duration("smtp.auth.failure_window", &auth.failure_window)?,
+        }),
+    };
     if raw.require_tls && tls.is_none() {
         return Err(invalid(
             "smtp.require_tls",
@@ -206,6 +254,7 @@ pub(super) fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
         implicit_tls_listen,
         require_tls: raw.require_tls,
         tls,
+        auth,
     })
 }
 

@@ -27,6 +27,7 @@ use std::sync::Arc;
 pub use refusal::{Refusal, Role};
 pub use submission::{Client, LocalUser, Submission};
 
+use crate::auth::User;
 use crate::config::Config;
 use crate::model::{Address, BodyType, QueueId, ReversePath, UpstreamSizes};
 use crate::policy::{RelayDecision, SenderDomains, TrustedNetworks, routing_trick};
@@ -117,6 +118,49 @@ impl Intake {
         }
     }
 
+    /// An authenticated user may send as the address the sender is *repaired* into only when
+    /// one of its `allow_senders` entries covers it (Postfix's
+    /// `reject_sender_login_mismatch`).
+    pub fn check_user_sender(&self, sender: &ReversePath, user: &User) -> Result<(), Refusal> {
+        let ReversePath::Mailbox(address) = sender else {
+            return Ok(());
+        };
+        let original = address.to_string();
+        let repaired = self.rewriter.sender(&original);
+        if user.may_send_as(&repaired) {
+            Ok(())
+        } else {
+            Err(Refusal::SenderNotOwned {
+                sender: original,
+                user: user.name.clone(),
+            })
+        }
+    }
+
+    /// Every From address of the message, as repair will make it, must be the user's too: the
+    /// envelope alone would let a tenant put another tenant's identity where readers see it.
+    fn check_user_header_from(&self, message: &[u8], user: &User) -> Result<(), Refusal> {
+        let Some(parsed) = mail_parser::MessageParser::default().parse_headers(message) else {
+            return Ok(());
+        };
+        let Some(from) = parsed.from() else {
+            return Ok(());
+        };
+        for addr in from.iter() {
+            let Some(address) = crate::rewrite::mailbox_address(addr) else {
+                continue;
+            };
+            let repaired = self.rewriter.sender(address);
+            if !user.may_send_as(&repaired) {
+                return Err(Refusal::SenderNotOwned {
+                    sender: address.to_string(),
+                    user: user.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A recipient may be taken from a client with this relay decision: no routing trick,
     /// relaying allowed, and somewhere to go after aliases.
     pub fn check_recipient(
@@ -177,7 +221,14 @@ impl Intake {
             return Err(Refusal::ContainsNul);
         }
         self.check_sender(&submission.sender)?;
-        let relay = self.relay(submission.client.ip());
+        let relay = match submission.client.user() {
+            Some(user) => {
+                self.check_user_sender(&submission.sender, user)?;
+                self.check_user_header_from(&submission.message, user)?;
+                RelayDecision::Allow
+            }
+            None => self.relay(submission.client.ip()),
+        };
         for recipient in &submission.recipients {
             self.check_recipient(relay, recipient)?;
         }
@@ -238,14 +289,18 @@ impl Intake {
                 helo,
                 esmtp,
                 tls,
+                user,
             } => {
-                // RFC 3848 and RFC 6531 7.2: an S for STARTTLS or implicit TLS.
-                let protocol = match (*esmtp, submission.smtputf8, tls.is_some()) {
-                    (_, true, false) => "UTF8SMTP",
-                    (_, true, true) => "UTF8SMTPS",
-                    (true, false, false) => "ESMTP",
-                    (true, false, true) => "ESMTPS",
-                    (false, false, _) => "SMTP",
+                // RFC 3848 and RFC 6531 7.2: an S for STARTTLS or implicit TLS, an A for AUTH
+                // (which is offered under TLS only).
+                let protocol = match (*esmtp, submission.smtputf8, tls.is_some(), user.is_some()) {
+                    (_, true, false, _) => "UTF8SMTP",
+                    (_, true, true, false) => "UTF8SMTPS",
+                    (_, true, true, true) => "UTF8SMTPSA",
+                    (true, false, false, _) => "ESMTP",
+                    (true, false, true, false) => "ESMTPS",
+                    (true, false, true, true) => "ESMTPSA",
+                    (false, false, _, _) => "SMTP",
                 };
                 let single = match submission.recipients.as_slice() {
                     [only] => Some(only.to_string()),
@@ -265,7 +320,7 @@ impl Intake {
                 let origin = Origin {
                     helo: helo.clone(),
                     client_addr: Some(ip.to_string()),
-                    submitter: None,
+                    submitter: user.as_ref().map(|user| user.name.clone()),
                     protocol,
                 };
                 (header, origin)

@@ -49,6 +49,10 @@ pub enum Refusal {
     /// Judged after identity repair: `repaired` is what would have been sent.
     #[error("sender <{sender}> (sent as <{repaired}>) is not in smtp.allowed_sender_domains")]
     SenderNotAllowed { sender: String, repaired: String },
+    /// An authenticated user used a sender (envelope or header From, after repair) that none
+    /// of its `allow_senders` entries covers.
+    #[error("sender <{sender}> is not one of user {user}'s allowed senders")]
+    SenderNotOwned { sender: String, user: String },
     #[error(
         "<{recipient}>: local recipient with no alias; set rewrite.aliases or rewrite.admin_address"
     )]
@@ -124,6 +128,10 @@ impl Refusal {
                     "5.7.1 <{sender}>: Sender address rejected: domain not allowed to send through this relay"
                 ),
             ),
+            Refusal::SenderNotOwned { sender, user } => Reply::new(
+                553,
+                format!("5.7.1 <{sender}>: Sender address rejected: not owned by user {user}"),
+            ),
             Refusal::NoRoute { recipient } => Reply::new(
                 550,
                 format!(
@@ -148,6 +156,7 @@ impl Refusal {
             | Refusal::RoutingTrick { .. }
             | Refusal::RelayDenied { .. }
             | Refusal::SenderNotAllowed { .. }
+            | Refusal::SenderNotOwned { .. }
             | Refusal::TooBig { .. }
             | Refusal::ContainsNul => sysexits::DATAERR,
             Refusal::NoRoute { .. } => sysexits::NOUSER,

@@ -3,7 +3,9 @@
 //! daemon's side of the local hand-off) and gives it to `Intake::accept`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use crate::auth::User;
 use crate::model::{Address, BodyType, ReversePath, TlsSession};
 
 #[derive(Debug, Clone)]
@@ -23,13 +25,14 @@ pub struct Submission {
 /// Who handed the message in.
 #[derive(Debug, Clone)]
 pub enum Client {
-    /// An SMTP client: its address, what it called itself, whether it spoke ESMTP, and the
-    /// TLS session it spoke through.
+    /// An SMTP client: its address, what it called itself, whether it spoke ESMTP, the TLS
+    /// session it spoke through, and the user it authenticated as.
     Smtp {
         ip: IpAddr,
         helo: Option<String>,
         esmtp: bool,
         tls: Option<TlsSession>,
+        user: Option<Arc<User>>,
     },
     /// A local user: `sendmail`, `sendmail -bs`, or the daemon's end of the hand-off, which
     /// learns the user from the kernel (the socket's peer credentials), never from the client.
@@ -41,6 +44,14 @@ impl Client {
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Client::Smtp { ip, .. } => Some(*ip),
+            Client::Local(_) => None,
+        }
+    }
+
+    /// The SMTP AUTH user, if the client authenticated.
+    pub fn user(&self) -> Option<&Arc<User>> {
+        match self {
+            Client::Smtp { user, .. } => user.as_ref(),
             Client::Local(_) => None,
         }
     }

@@ -28,7 +28,20 @@ pub enum Command {
     Vrfy,
     Help,
     StartTls,
+    /// `AUTH mechanism [initial-response]`; `=` is an empty initial response (RFC 4954 4).
+    Auth {
+        mechanism: Mechanism,
+        initial: Option<String>,
+    },
     NotImplemented,
+}
+
+/// The SASL mechanisms offered; anything else is `504 5.5.4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+    Login,
+    Other,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +58,12 @@ pub struct MailParams {
 pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     let text = std::str::from_utf8(line).map_err(|_| reply::NOT_UTF8)?;
     let text = text.trim_end_matches(['\r', '\n']);
+    // RFC 5321 2.3.8: CR only before LF. smtp-proto's tokenizer skips a CR inside a word
+    // ("STARTTL\rS" reads as STARTTLS; found by the session fuzz target), and a receiver
+    // further on may split lines at it: refused, like NUL.
+    if text.contains('\r') {
+        return Err(reply::BARE_CR_IN_COMMAND);
+    }
     if let Some(rest) = strip_prefix_ignore_case(text, "MAIL FROM:") {
         let (path, params) = split_path(rest, "MAIL FROM:<address> [parameters]")?;
         return Ok(Command::Mail {
@@ -87,6 +106,21 @@ fn from_request(request: Request<Cow<'_, str>>) -> Command {
         Request::Vrfy { .. } => Command::Vrfy,
         Request::Help { .. } => Command::Help,
         Request::StartTls => Command::StartTls,
+        Request::Auth {
+            mechanism,
+            initial_response,
+        } => Command::Auth {
+            mechanism: match mechanism {
+                smtp_proto::AUTH_PLAIN => Mechanism::Plain,
+                smtp_proto::AUTH_LOGIN => Mechanism::Login,
+                _ => Mechanism::Other,
+            },
+            initial: match initial_response.as_ref() {
+                "" => None,
+                "=" => Some(String::new()),
+                text => Some(text.to_string()),
+            },
+        },
         // MAIL and RCPT never reach smtp-proto with a valid prefix; the rest (EXPN, BDAT,
         // ETRN, ...) are extensions we do not offer.
         _ => Command::NotImplemented,
@@ -181,6 +215,39 @@ mod tests {
         assert_eq!(ok("VRFY root\r\n"), Command::Vrfy);
         assert_eq!(ok("HELP\r\n"), Command::Help);
         assert_eq!(ok("STARTTLS\r\n"), Command::StartTls);
+        assert_eq!(refused("STARTTL\rS\r\n"), 500);
+        assert_eq!(
+            refused("MAIL FROM:<a@b.example>\rRCPT TO:<c@d.example>\r\n"),
+            500
+        );
+        assert_eq!(
+            ok("AUTH PLAIN AHVAcA==\r\n"),
+            Command::Auth {
+                mechanism: Mechanism::Plain,
+                initial: Some("AHVAcA==".into())
+            }
+        );
+        assert_eq!(
+            ok("auth login\r\n"),
+            Command::Auth {
+                mechanism: Mechanism::Login,
+                initial: None
+            }
+        );
+        assert_eq!(
+            ok("AUTH PLAIN =\r\n"),
+            Command::Auth {
+                mechanism: Mechanism::Plain,
+                initial: Some(String::new())
+            }
+        );
+        assert!(matches!(
+            ok("AUTH CRAM-MD5\r\n"),
+            Command::Auth {
+                mechanism: Mechanism::Other,
+                ..
+            }
+        ));
         assert_eq!(refused("FOO bar\r\n"), 500);
         assert_eq!(refused("EHLO\r\n"), 501);
     }

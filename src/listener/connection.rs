@@ -13,6 +13,7 @@ use tokio_rustls::server::TlsStream;
 use super::reply::{self, Reply, refusal_reason};
 use super::session::{Peer, Session, SessionPolicy, Step};
 use super::tls::{ServerTls, session_of};
+use crate::auth::Verdict;
 use crate::telemetry::Metrics;
 
 /// Read sizes: large while a message streams in, small between commands, so that hundreds
@@ -176,6 +177,19 @@ where
                 }
                 count_refusal(context, &reply);
                 reply.write_to(&mut io.output);
+            }
+            Step::Authenticate(credentials) => {
+                let verdict = match (&context.policy.auth, session.peer().ip()) {
+                    (Some(auth), Some(ip)) => auth.check(ip, credentials).await,
+                    _ => Verdict::Refused,
+                };
+                let answer = session.authenticated(verdict);
+                count_refusal(context, &answer.reply);
+                answer.reply.write_to(&mut io.output);
+                if answer.close {
+                    let _ = stream.write_all(&io.output).await;
+                    return Driven::Ended;
+                }
             }
             Step::StartTls(reply) => {
                 reply.write_to(&mut io.output);

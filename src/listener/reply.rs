@@ -36,8 +36,26 @@ pub const TLS_IN_TRANSACTION: Reply =
 pub const PIPELINED_AFTER_STARTTLS: Reply =
     Reply::fixed(554, "5.5.0 Error: commands pipelined after STARTTLS");
 pub const TLS_REQUIRED: Reply = Reply::fixed(530, "5.7.0 Must issue a STARTTLS command first");
+pub const AUTH_NEEDS_TLS: Reply = Reply::fixed(
+    538,
+    "5.7.11 Encryption required for requested authentication mechanism",
+);
+pub const AUTH_OK: Reply = Reply::fixed(235, "2.7.0 Authentication successful");
+pub const AUTH_FAILED: Reply = Reply::fixed(535, "5.7.8 Authentication credentials invalid");
+pub const AUTH_MALFORMED: Reply = Reply::fixed(501, "5.5.2 Cannot decode the response");
+pub const AUTH_ABORTED: Reply = Reply::fixed(501, "5.7.0 Authentication aborted");
+pub const AUTH_UNKNOWN_MECHANISM: Reply =
+    Reply::fixed(504, "5.5.4 Unrecognized authentication type");
+pub const AUTH_ALREADY: Reply = Reply::fixed(503, "5.5.1 Error: already authenticated");
+pub const AUTH_IN_TRANSACTION: Reply =
+    Reply::fixed(503, "5.5.1 Error: AUTH not allowed in a mail transaction");
+pub const AUTH_LOCKED_OUT: Reply = Reply::fixed(
+    421,
+    "4.7.0 Error: too many failed authentications, try again later",
+);
 pub const LINE_TOO_LONG: Reply = Reply::fixed(500, "5.5.2 Error: line too long");
 pub const NUL_IN_COMMAND: Reply = Reply::fixed(500, "5.5.2 Error: NUL character in command");
+pub const BARE_CR_IN_COMMAND: Reply = Reply::fixed(500, "5.5.2 Error: bare CR in command");
 pub const NOT_UTF8: Reply = Reply::fixed(500, "5.5.2 Error: command is not valid UTF-8");
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, "4.5.3 Error: too many recipients");
 pub const TOO_MANY_ERRORS: Reply =
@@ -63,6 +81,7 @@ pub fn refusal_reason(reply: &Reply) -> Option<&'static str> {
         (452, "4.5.3") => "recipients",
         (452, "4.3.1") => "storage",
         (421, "4.4.2") => "timeout",
+        (535, _) | (421, "4.7.0") if reply == &AUTH_FAILED || reply == &AUTH_LOCKED_OUT => "auth",
         (554, "5.6.0") => "content",
         (501 | 553, e) if e.starts_with("5.1.") || e == "5.6.7" => "address",
         _ => "protocol",

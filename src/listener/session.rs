@@ -9,9 +9,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::command::{self, Command, MailParams};
+use super::command::{self, Command, MailParams, Mechanism};
 use super::data::{DataOutcome, DataReceiver};
 use super::reply::{self, Reply};
+use crate::auth::sasl::{self, Credentials};
+use crate::auth::{Auth, User, Verdict};
 use crate::config::SessionLimits;
 use crate::intake::{Client, Intake, LocalUser, Refusal, Role, Submission};
 use crate::model::{self, Address, BodyType, QueueId, ReversePath, TlsSession};
@@ -25,6 +27,8 @@ pub struct SessionPolicy {
     pub starttls: bool,
     /// MAIL needs TLS from clients other than loopback (`smtp.require_tls`).
     pub require_tls: bool,
+    /// SMTP AUTH, offered under TLS; None: not offered.
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// Who is on the other end.
@@ -36,7 +40,7 @@ pub enum Peer {
 }
 
 impl Peer {
-    fn ip(&self) -> Option<IpAddr> {
+    pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Peer::Tcp(ip) => Some(*ip),
             Peer::Local(_) => None,
@@ -52,6 +56,8 @@ pub enum Step {
     Message(Submission),
     /// Send this reply (220), then start the TLS handshake and call `Session::tls_started`.
     StartTls(Reply),
+    /// Check these credentials (`Auth::check`), then call `Session::authenticated`.
+    Authenticate(Credentials),
     /// Every complete line has been handled: flush replies and read more.
     NeedInput,
     /// Send this reply and close the connection.
@@ -64,6 +70,23 @@ enum Mode {
     Data(DataReceiver),
     /// The rest of an over-long command line is discarded up to its line feed.
     SkipLine,
+    /// Inside an AUTH exchange: the next line is a base64 response (or `*` to cancel).
+    Auth(Exchange),
+}
+
+#[derive(Debug)]
+enum Exchange {
+    Plain,
+    LoginName,
+    LoginPassword { name: String },
+}
+
+/// What `Session::authenticated` wants done.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AuthAnswer {
+    pub reply: Reply,
+    /// The address has no attempts left: close after the reply.
+    pub close: bool,
 }
 
 #[derive(Debug)]
@@ -83,6 +106,7 @@ pub struct Session {
     mode: Mode,
     errors: u32,
     tls: Option<TlsSession>,
+    user: Option<Arc<User>>,
     /// Messages queued so far (`sendmail -bs` exits non-zero when its input ends with none).
     queued: u32,
 }
@@ -100,6 +124,7 @@ impl Session {
             mode: Mode::Command,
             errors: 0,
             tls: None,
+            user: None,
             queued: 0,
         }
     }
@@ -112,6 +137,35 @@ impl Session {
         self.esmtp = false;
         self.transaction = None;
         self.tls = Some(tls);
+    }
+
+    /// The outcome of the credentials `Step::Authenticate` handed out.
+    pub fn authenticated(&mut self, verdict: Verdict) -> AuthAnswer {
+        let (reply, close) = match verdict {
+            Verdict::Authenticated(user) => {
+                // Trusted network OR authenticated (the relay decision's second half).
+                self.relay = RelayDecision::Allow;
+                self.user = Some(user);
+                return AuthAnswer {
+                    reply: reply::AUTH_OK,
+                    close: false,
+                };
+            }
+            Verdict::Refused => (reply::AUTH_FAILED, false),
+            Verdict::LockedOut => (reply::AUTH_LOCKED_OUT, true),
+        };
+        self.errors += 1;
+        if self.errors >= self.policy.limits.max_errors {
+            return AuthAnswer {
+                reply: reply::TOO_MANY_ERRORS,
+                close: true,
+            };
+        }
+        AuthAnswer { reply, close }
+    }
+
+    fn offers_auth(&self) -> bool {
+        self.policy.auth.is_some() && self.tls.is_some() && matches!(self.peer, Peer::Tcp(_))
     }
 
     fn offers_starttls(&self) -> bool {
@@ -171,6 +225,7 @@ impl Session {
                     };
                 }
                 Mode::Command => return self.command_step(input),
+                Mode::Auth(_) => return self.auth_step(input),
             }
         }
     }
@@ -196,20 +251,29 @@ impl Session {
         self.transaction.is_some()
     }
 
-    fn command_step(&mut self, input: &mut Vec<u8>) -> Step {
+    /// The next complete line of at most `max_command_line` bytes, or what to do instead.
+    fn next_line(&mut self, input: &mut Vec<u8>) -> Result<Vec<u8>, Step> {
         let max = self.policy.limits.max_command_line;
         let Some(end) = input.iter().position(|&b| b == b'\n') else {
             if input.len() > max {
                 input.clear();
                 self.mode = Mode::SkipLine;
-                return self.error(reply::LINE_TOO_LONG);
+                return Err(self.error(reply::LINE_TOO_LONG));
             }
-            return Step::NeedInput;
+            return Err(Step::NeedInput);
         };
         let line: Vec<u8> = input.drain(..=end).collect();
         if line.len() > max {
-            return self.error(reply::LINE_TOO_LONG);
+            return Err(self.error(reply::LINE_TOO_LONG));
         }
+        Ok(line)
+    }
+
+    fn command_step(&mut self, input: &mut Vec<u8>) -> Step {
+        let line = match self.next_line(input) {
+            Ok(line) => line,
+            Err(step) => return step,
+        };
         if line.contains(&0) {
             return self.error(reply::NUL_IN_COMMAND);
         }
@@ -235,7 +299,98 @@ impl Session {
             Command::Vrfy => Step::Reply(reply::CANNOT_VRFY),
             Command::Help => Step::Reply(reply::HELP),
             Command::Quit => Step::Close(reply::BYE),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
             Command::StartTls | Command::NotImplemented => self.error(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    /// RFC 4954, offered only under TLS.
+    fn auth(&mut self, mechanism: Mechanism, initial: Option<String>) -> Step {
+        let Some(auth) = &self.policy.auth else {
+            return self.error(reply::NOT_IMPLEMENTED);
+        };
+        if !matches!(self.peer, Peer::Tcp(_)) {
+            return self.error(reply::NOT_IMPLEMENTED);
+        }
+        if self.tls.is_none() {
+            return self.error(reply::AUTH_NEEDS_TLS);
+        }
+        if self.helo.is_none() {
+            return self.error(reply::NEED_HELO);
+        }
+        if self.user.is_some() {
+            return self.error(reply::AUTH_ALREADY);
+        }
+        if self.transaction.is_some() {
+            return self.error(reply::AUTH_IN_TRANSACTION);
+        }
+        if let Some(ip) = self.peer.ip()
+            && !auth.may_try(ip)
+        {
+            return Step::Close(reply::AUTH_LOCKED_OUT);
+        }
+        match (mechanism, initial) {
+            (Mechanism::Plain, Some(response)) => self.plain(&response),
+            (Mechanism::Plain, None) => {
+                self.mode = Mode::Auth(Exchange::Plain);
+                Step::Reply(Reply::new(334, String::new()))
+            }
+            (Mechanism::Login, Some(response)) => self.login_name(&response),
+            (Mechanism::Login, None) => {
+                self.mode = Mode::Auth(Exchange::LoginName);
+                Step::Reply(Reply::fixed(334, sasl::LOGIN_USER_PROMPT))
+            }
+            (Mechanism::Other, _) => self.error(reply::AUTH_UNKNOWN_MECHANISM),
+        }
+    }
+
+    /// One response line of an AUTH exchange.
+    fn auth_step(&mut self, input: &mut Vec<u8>) -> Step {
+        let line = match self.next_line(input) {
+            Ok(line) => line,
+            Err(Step::NeedInput) => return Step::NeedInput,
+            // A response too long to be one ends the exchange.
+            Err(step) => {
+                if matches!(self.mode, Mode::Auth(_)) {
+                    self.mode = Mode::Command;
+                }
+                return step;
+            }
+        };
+        let Mode::Auth(exchange) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            unreachable!("auth_step is only reached in an AUTH exchange");
+        };
+        let Ok(text) = std::str::from_utf8(&line) else {
+            return self.error(reply::AUTH_MALFORMED);
+        };
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text == "*" {
+            return self.error(reply::AUTH_ABORTED);
+        }
+        match exchange {
+            Exchange::Plain => self.plain(text),
+            Exchange::LoginName => self.login_name(text),
+            Exchange::LoginPassword { name } => match sasl::decode(text) {
+                Ok(password) => Step::Authenticate(Credentials { name, password }),
+                Err(_) => self.error(reply::AUTH_MALFORMED),
+            },
+        }
+    }
+
+    fn plain(&mut self, response: &str) -> Step {
+        match sasl::plain(response) {
+            Ok(credentials) => Step::Authenticate(credentials),
+            Err(_) => self.error(reply::AUTH_MALFORMED),
+        }
+    }
+
+    fn login_name(&mut self, response: &str) -> Step {
+        match sasl::login_name(response) {
+            Ok(name) => {
+                self.mode = Mode::Auth(Exchange::LoginPassword { name });
+                Step::Reply(Reply::fixed(334, sasl::LOGIN_PASSWORD_PROMPT))
+            }
+            Err(_) => self.error(reply::AUTH_MALFORMED),
         }
     }
 
@@ -271,10 +426,15 @@ impl Session {
         } else {
             ""
         };
+        let auth = if self.offers_auth() {
+            "\nAUTH PLAIN LOGIN"
+        } else {
+            ""
+        };
         Step::Reply(Reply::new(
             250,
             format!(
-                "{hostname}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8{starttls}",
+                "{hostname}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8{starttls}{auth}",
                 self.policy.intake.max_message_size()
             ),
         ))
@@ -308,6 +468,11 @@ impl Session {
             }
         };
         if let Err(refusal) = self.policy.intake.check_sender(&sender) {
+            return self.refuse(refusal);
+        }
+        if let Some(user) = &self.user
+            && let Err(refusal) = self.policy.intake.check_user_sender(&sender, user)
+        {
             return self.refuse(refusal);
         }
         self.transaction = Some(Transaction {
@@ -381,6 +546,7 @@ impl Session {
                         helo: self.helo.clone(),
                         esmtp: self.esmtp,
                         tls: self.tls.clone(),
+                        user: self.user.clone(),
                     },
                     Peer::Local(user) => Client::Local(user.clone()),
                 };

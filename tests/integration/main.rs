@@ -6,6 +6,7 @@ mod delivery;
 mod durability;
 mod hardening;
 mod identity;
+mod inbound_auth;
 mod inbound_tls;
 mod intake;
 mod metrics;

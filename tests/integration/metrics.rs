@@ -3,19 +3,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::support::*;
 use crate::upstream::*;
 
 /// The value of the sample `name` whose labels include all of `labels`.
-fn sample(scrape: &Value, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape["samples"].as_array().unwrap().iter().find_map(|s| {
-        let matches = s[0] == name && labels.iter().all(|(k, v)| s[1][k] == *v);
-        matches.then(|| s[2].as_f64().unwrap())
-    })
-}
-
 #[test]
 fn counters_agree_with_what_was_sent() {
     let certs = Certs::new();

@@ -174,8 +174,8 @@ impl Relay {
             ])
             .arg(work.spool())
             .args(serve_args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -327,6 +327,14 @@ pub fn smtplib_send(port: u16, from: &str, to: &[&str], message: &[u8], extra: &
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("smtp_send.py JSON")
+}
+
+/// One sample of a scrape: the value of `name` with `labels`.
+pub fn sample(scrape: &Value, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape["samples"].as_array().unwrap().iter().find_map(|s| {
+        let matches = s[0] == name && labels.iter().all(|(k, v)| s[1][k] == *v);
+        matches.then(|| s[2].as_f64().unwrap())
+    })
 }
 
 /// The metrics at `address`, as the Prometheus client's OpenMetrics parser reads them

@@ -3,7 +3,8 @@
 and print every reply as JSON, so the Rust tests can assert on what a real client saw.
 
 usage: smtp_send.py PORT --from ADDR --to ADDR [--to ADDR ...] [--source IP]
-                    [--mail-option OPT ...] [--starttls CA | --tls-on-connect CA] < message
+                    [--mail-option OPT ...] [--starttls CA | --tls-on-connect CA]
+                    [--login USER PASSWORD] < message
 
 With --starttls or --tls-on-connect the server's certificate is verified against CA (a PEM
 file) for the host name, and the result has "tls": the version, cipher and the SHA-256 of the
@@ -27,6 +28,7 @@ def main():
     parser.add_argument("--mail-option", action="append", default=[])
     parser.add_argument("--starttls", metavar="CA", default=None)
     parser.add_argument("--tls-on-connect", metavar="CA", default=None)
+    parser.add_argument("--login", nargs=2, metavar=("USER", "PASSWORD"), default=None)
     args = parser.parse_args()
     message = sys.stdin.buffer.read()
     result = {"rcpt": []}
@@ -53,6 +55,17 @@ def main():
                 "cipher": sock.cipher()[0],
                 "cert_sha256": hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest(),
             }
+        if args.login:
+            try:
+                code, text = client.login(*args.login)
+            except smtplib.SMTPAuthenticationError as error:
+                code, text = error.smtp_code, error.smtp_error
+            except smtplib.SMTPServerDisconnected:
+                code, text = 0, b"disconnected"
+            result["login"] = [code, text.decode()]
+            if code != 235:
+                print(json.dumps(result))
+                return
         code, text = client.mail(args.sender, args.mail_option)
         result["mail"] = [code, text.decode()]
         accepted = 0

@@ -58,8 +58,13 @@ fn render(d: &MessageDetails) -> String {
         if d.smtputf8 { ", SMTPUTF8" } else { "" }
     ));
     match (&d.client_addr, &d.submitter) {
-        (Some(client), _) => out.push_str(&format!(
+        (Some(client), None) => out.push_str(&format!(
             "From:       {client} (HELO {}), {}\n",
+            d.helo.as_deref().unwrap_or("-"),
+            d.protocol
+        )),
+        (Some(client), Some(user)) => out.push_str(&format!(
+            "From:       {client} (HELO {}), {}, authenticated as {user}\n",
             d.helo.as_deref().unwrap_or("-"),
             d.protocol
         )),

@@ -260,6 +260,7 @@ async fn smtp_on_stdio(config: Config) -> u8 {
             // A local user on a pipe: nothing to encrypt, nobody to require it from.
             starttls: false,
             require_tls: false,
+            auth: None,
         }),
         // A one-session process has nobody to report to; the counts are dropped.
         metrics: Arc::new(Metrics::new()),

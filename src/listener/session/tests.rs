@@ -1,6 +1,7 @@
 //! Session transcripts: what a client sends, what it must hear back.
 
 use super::*;
+use crate::auth::Verdict;
 use crate::config::Config;
 use crate::intake::Queue;
 
@@ -34,6 +35,7 @@ fn policy_with_errors(trusted: &[&str], senders: &[&str], max_errors: u32) -> Ar
         intake: Arc::new(Intake::new(&config, queue)),
         starttls: true,
         require_tls: false,
+        auth: Some(Arc::new(crate::fuzzing::no_users_auth())),
     })
 }
 
@@ -48,6 +50,10 @@ struct Transcript {
     session: Session,
     messages: Vec<Submission>,
     closed: bool,
+    /// What the next AUTH checks answer (the argon2 check is the driver's); Refused after.
+    verdicts: std::collections::VecDeque<Verdict>,
+    /// The user names AUTH exchanges handed out.
+    credentials: Vec<String>,
 }
 
 impl Transcript {
@@ -60,6 +66,8 @@ impl Transcript {
             session: Session::new(policy, Peer::Tcp(ip.parse().unwrap())),
             messages: Vec::new(),
             closed: false,
+            verdicts: Default::default(),
+            credentials: Vec::new(),
         }
     }
 
@@ -79,6 +87,16 @@ impl Transcript {
                     // The handshake is the driver's; here it succeeds at once.
                     reply.write_to(&mut out);
                     self.session.tls_started(tls_session());
+                }
+                Step::Authenticate(credentials) => {
+                    self.credentials.push(credentials.name.clone());
+                    let verdict = self.verdicts.pop_front().unwrap_or(Verdict::Refused);
+                    let answer = self.session.authenticated(verdict);
+                    answer.reply.write_to(&mut out);
+                    if answer.close {
+                        self.closed = true;
+                        break;
+                    }
                 }
                 Step::NeedInput => break,
                 Step::Close(reply) => {
@@ -400,6 +418,8 @@ fn starttls_is_not_for_local_users_nor_inside_a_transaction() {
         ),
         messages: Vec::new(),
         closed: false,
+        verdicts: Default::default(),
+        credentials: Vec::new(),
     };
     let ehlo = local.send("EHLO x\r\n");
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
@@ -411,4 +431,95 @@ fn starttls_is_not_for_local_users_nor_inside_a_transaction() {
         "STARTTLS",
         "503 5.5.1 Error: STARTTLS inside a mail transaction",
     );
+}
+
+fn tenant() -> Verdict {
+    Verdict::Authenticated(Arc::new(crate::auth::User {
+        name: "app1".into(),
+        allow_senders: vec![crate::auth::SenderPattern::Domain("example.com".into())],
+    }))
+}
+
+/// From an address outside the trusted networks, inside TLS.
+fn untrusted_in_tls() -> Transcript {
+    let mut c = Transcript::with(policy(&["127.0.0.1/32"], &[]), "192.0.2.10");
+    c.session.tls_started(tls_session());
+    c
+}
+
+#[test]
+fn auth_is_offered_and_taken_only_under_tls() {
+    let mut c = Transcript::with(policy(&["127.0.0.1/32"], &[]), "192.0.2.10");
+    let ehlo = c.send("EHLO client.test\r\n");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    c.expect(
+        "AUTH PLAIN AGFwcDEAcHc=",
+        "538 5.7.11 Encryption required for requested authentication mechanism",
+    );
+    assert!(
+        c.credentials.is_empty(),
+        "credentials in clear were looked at"
+    );
+    let mut c = untrusted_in_tls();
+    let ehlo = c.send("EHLO client.test\r\n");
+    assert!(ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
+}
+
+#[test]
+fn an_authenticated_tenant_relays_but_only_as_its_own_senders() {
+    let mut c = untrusted_in_tls();
+    c.expect("EHLO client.test", "250");
+    c.expect("MAIL FROM:<app@example.com>", "250");
+    c.expect("RCPT TO:<x@elsewhere.example>", "554 5.7.1");
+    c.expect("RSET", "250");
+    c.verdicts.push_back(tenant());
+    // "\0app1\0pw"
+    c.expect(
+        "AUTH PLAIN AGFwcDEAcHc=",
+        "235 2.7.0 Authentication successful",
+    );
+    assert_eq!(c.credentials, ["app1"]);
+    c.expect(
+        "AUTH PLAIN AGFwcDEAcHc=",
+        "503 5.5.1 Error: already authenticated",
+    );
+    c.expect(
+        "MAIL FROM:<ceo@other-tenant.example>",
+        "553 5.7.1 <ceo@other-tenant.example>: Sender address rejected: not owned by user app1",
+    );
+    c.expect("MAIL FROM:<App@Example.com>", "250");
+    c.expect("RCPT TO:<x@elsewhere.example>", "250");
+}
+
+#[test]
+fn login_exchange_cancel_and_malformed_responses() {
+    let mut c = untrusted_in_tls();
+    c.expect("EHLO client.test", "250");
+    c.expect("AUTH LOGIN", "334 VXNlcm5hbWU6");
+    c.expect("YXBwMQ==", "334 UGFzc3dvcmQ6");
+    c.expect("d3Jvbmc=", "535 5.7.8 Authentication credentials invalid");
+    assert_eq!(c.credentials, ["app1"]);
+    c.expect("AUTH LOGIN", "334");
+    c.expect("*", "501 5.7.0 Authentication aborted");
+    c.expect("AUTH PLAIN", "334");
+    c.expect("%%%not base64", "501 5.5.2");
+    c.expect("AUTH CRAM-MD5", "504 5.5.4");
+    c.expect("MAIL FROM:<app@example.com>", "250");
+    c.expect(
+        "AUTH PLAIN AGFwcDEAcHc=",
+        "503 5.5.1 Error: AUTH not allowed in a mail transaction",
+    );
+    assert_eq!(c.credentials, ["app1"], "nothing else was checked");
+}
+
+#[test]
+fn the_last_allowed_failure_closes_the_session() {
+    let mut c = untrusted_in_tls();
+    c.expect("EHLO client.test", "250");
+    c.verdicts.push_back(Verdict::LockedOut);
+    c.expect(
+        "AUTH PLAIN AGFwcDEAcHc=",
+        "421 4.7.0 Error: too many failed authentications",
+    );
+    assert!(c.closed);
 }
