@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-60}"
 targets=(command session data_framing header_rewrite sendmail_args config)
 
-flags="--cfg fuzzing -Cdebug-assertions -Coverflow-checks -Cpasses=sancov-module"
+flags="--cfg fuzzing -Cpasses=sancov-module"
 for option in level=4 inline-8bit-counters pc-table trace-compares; do
   flags="$flags -Cllvm-args=-sanitizer-coverage-$option"
 done
@@ -23,7 +23,7 @@ if cargo +nightly --version >/dev/null 2>&1; then
 fi
 # An explicit --target keeps the instrumentation out of build scripts and proc macros.
 triple="$(rustc -vV | sed -n 's/^host: //p')"
-RUSTFLAGS="$flags" cargo "${toolchain[@]}" build --release --locked --target "$triple" --bins
+RUSTFLAGS="$flags" cargo "${toolchain[@]}" build --profile fuzz --locked --target "$triple" --bins
 
 for target in "${targets[@]}"; do
   learned="target/fuzz-corpus/$target"
@@ -31,7 +31,7 @@ for target in "${targets[@]}"; do
   log="target/fuzz-$target.log"
   echo "fuzzing $target for ${seconds}s"
   status=0
-  "target/$triple/release/$target" -max_total_time="$seconds" -max_len=4096 -timeout=10 \
+  "target/$triple/fuzz/$target" -max_total_time="$seconds" -max_len=4096 -timeout=10 \
     -rss_limit_mb=2048 -dict=smtp.dict -artifact_prefix="artifacts/$target/" -print_final_stats=1 \
     "$learned" "corpus/$target" >"$log" 2>&1 || status=$?
   grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true

@@ -248,6 +248,7 @@ fn session_policy() -> Arc<SessionPolicy> {
                 starttls: true,
                 require_tls: false,
                 auth: Some(Arc::new(no_users_auth())),
+                rates: Arc::new(crate::policy::MessageRates::new(0, 0)),
             })
         })
         .clone()

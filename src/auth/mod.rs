@@ -3,7 +3,6 @@
 //! many failures a client address gets. Kept apart from the session, as relay policy is: the
 //! session asks, this answers.
 
-mod failures;
 pub mod sasl;
 mod senders;
 mod users;
@@ -13,17 +12,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-pub use failures::Failures;
 pub use senders::SenderPattern;
 pub use users::{User, UserEntry, Users, UsersFile, hash_password};
 
 use crate::config::AuthConfig;
+use crate::policy::EventWindow;
 
 /// What every session shares about AUTH.
 pub struct Auth {
     path: PathBuf,
     users: RwLock<Arc<Users>>,
-    failures: Failures,
+    /// Failed attempts per client address.
+    failures: EventWindow<IpAddr>,
 }
 
 /// How an AUTH exchange ended.
@@ -47,7 +47,7 @@ impl Auth {
         Auth {
             path: config.users_file.clone(),
             users: RwLock::new(Arc::new(users)),
-            failures: Failures::new(config.max_failures, config.failure_window),
+            failures: EventWindow::new(config.max_failures, config.failure_window),
         }
     }
 
@@ -66,7 +66,7 @@ impl Auth {
 
     /// The address may try (again) now.
     pub fn may_try(&self, ip: IpAddr) -> bool {
-        !self.failures.locked(ip, Instant::now())
+        !self.failures.full(&ip, Instant::now())
     }
 
     /// Checks the credentials on a blocking thread (argon2id takes tens of milliseconds of
@@ -82,12 +82,12 @@ impl Auth {
         .flatten();
         match verified {
             Some(user) => {
-                self.failures.clear(ip);
+                self.failures.clear(&ip);
                 tracing::info!(%ip, user = %user.name, "authenticated");
                 Verdict::Authenticated(user)
             }
             None => {
-                let locked = self.failures.record(ip, Instant::now());
+                let locked = self.failures.record(&ip, Instant::now());
                 tracing::warn!(%ip, user = %name, locked, "authentication failed");
                 if locked {
                     Verdict::LockedOut

@@ -19,6 +19,7 @@ use crate::delivery::{self, Shared};
 use crate::intake::{Intake, Queue};
 use crate::listener::{self, ConnectionLimits, SessionContext, SessionPolicy};
 use crate::model::UpstreamSizes;
+use crate::policy::MessageRates;
 use crate::spool::{DeliveryStore, OpenMode, SpoolWriter, SqliteQueue};
 use crate::sysexits as exit;
 use crate::telemetry::{self, Metrics};
@@ -168,6 +169,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             starttls: tls.is_some(),
             require_tls: config.smtp.require_tls,
             auth,
+            rates: Arc::new(MessageRates::new(
+                config.smtp.message_rate_per_client,
+                config.smtp.message_rate_per_user,
+            )),
         }),
         metrics,
         tls,
@@ -175,6 +180,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let limits = ConnectionLimits {
         total: config.smtp.max_connections,
         per_ip: config.smtp.max_connections_per_ip,
+        untrusted: config.smtp.max_untrusted_connections,
         shutdown_grace: config.smtp.shutdown_grace,
     };
     let listeners = listener::Listeners {

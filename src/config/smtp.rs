@@ -26,6 +26,11 @@ pub(super) struct RawSmtp {
     idle_timeout: String,
     command_timeout: String,
     data_timeout: String,
+    untrusted_timeout: String,
+    min_data_rate: u64,
+    max_untrusted_connections: usize,
+    message_rate_per_client: u64,
+    message_rate_per_user: u64,
     shutdown_grace: String,
     implicit_tls_listen: Option<String>,
     require_tls: bool,
@@ -48,6 +53,11 @@ impl Default for RawSmtp {
             idle_timeout: "5m".into(),
             command_timeout: "5m".into(),
             data_timeout: "3m".into(),
+            untrusted_timeout: "30s".into(),
+            min_data_rate: 500,
+            max_untrusted_connections: 50,
+            message_rate_per_client: 0,
+            message_rate_per_user: 0,
             shutdown_grace: "30s".into(),
             implicit_tls_listen: None,
             require_tls: false,
@@ -94,6 +104,13 @@ pub struct SmtpConfig {
     pub max_connections: usize,
     /// Concurrent connections from one client address.
     pub max_connections_per_ip: usize,
+    /// Of `max_connections`, how many clients from outside the trusted networks may hold;
+    /// the rest is kept for the trusted ones.
+    pub max_untrusted_connections: usize,
+    /// Messages per minute from one client address; 0: no limit.
+    pub message_rate_per_client: u64,
+    /// Messages per minute from one authenticated user; 0: no limit.
+    pub message_rate_per_user: u64,
     /// How long SIGTERM waits for sessions still in DATA before exiting anyway.
     pub shutdown_grace: Duration,
     /// The certificate STARTTLS and the implicit-TLS listener present; None: no TLS.
@@ -136,8 +153,15 @@ pub struct SessionLimits {
     pub idle_timeout: Duration,
     /// Waiting for the next command inside a transaction (MAIL, RCPT: 5 minutes).
     pub command_timeout: Duration,
-    /// Waiting for each block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
+    /// The message data's deadline at its start (RFC 5321 4.5.3.2.6's 3 minutes), extended
+    /// as data arrives by one second per `min_data_rate` bytes (Postfix's deadline model).
     pub data_timeout: Duration,
+    /// Bytes per second a message must arrive at, beyond `data_timeout`.
+    pub min_data_rate: u64,
+    /// Every deadline, for clients from outside the trusted networks that have not
+    /// authenticated: they may only authenticate (or be refused), and a silent one must not
+    /// hold a slot for minutes.
+    pub untrusted_timeout: Duration,
 }
 
 pub(super) fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
@@ -220,6 +244,17 @@ pub(super) fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
         ));
     }
     let count = |key: &str, value: usize, max: u64| count_within(key, value as u64, max);
+    // 0 is "no limit"; the window holds one timestamp per message, so it is bounded.
+    let rate = |key: &str, value: u64| match value {
+        0 => Ok(0),
+        n => count_within(key, n, 100_000),
+    };
+    let max_connections = count("smtp.max_connections", raw.max_connections, 1_000_000)? as usize;
+    let max_untrusted_connections = count(
+        "smtp.max_untrusted_connections",
+        raw.max_untrusted_connections,
+        max_connections as u64,
+    )? as usize;
     if raw.max_command_line < 512 {
         return Err(invalid(
             "smtp.max_command_line",
@@ -243,13 +278,18 @@ pub(super) fn validate_smtp(raw: RawSmtp) -> Result<SmtpConfig, ConfigError> {
             idle_timeout: duration("smtp.idle_timeout", &raw.idle_timeout)?,
             command_timeout: duration("smtp.command_timeout", &raw.command_timeout)?,
             data_timeout: duration("smtp.data_timeout", &raw.data_timeout)?,
+            min_data_rate: count_within("smtp.min_data_rate", raw.min_data_rate, 1 << 30)?,
+            untrusted_timeout: duration("smtp.untrusted_timeout", &raw.untrusted_timeout)?,
         },
-        max_connections: count("smtp.max_connections", raw.max_connections, 1_000_000)? as usize,
+        max_connections,
         max_connections_per_ip: count(
             "smtp.max_connections_per_ip",
             raw.max_connections_per_ip,
             1_000_000,
         )? as usize,
+        max_untrusted_connections,
+        message_rate_per_client: rate("smtp.message_rate_per_client", raw.message_rate_per_client)?,
+        message_rate_per_user: rate("smtp.message_rate_per_user", raw.message_rate_per_user)?,
         shutdown_grace: duration("smtp.shutdown_grace", &raw.shutdown_grace)?,
         implicit_tls_listen,
         require_tls: raw.require_tls,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::server::TlsStream;
 
 use super::reply::{self, Reply, refusal_reason};
@@ -44,17 +44,20 @@ pub struct SessionEnd {
 /// Runs the session until QUIT, a closing error, a timeout, shutdown, or the client leaving.
 /// `shutdown` turning true makes an idle session answer `421 4.3.2`; a session in DATA is left
 /// to finish its message first. After STARTTLS the same session goes on inside TLS.
+/// `untrusted_share`: the slot of the untrusted clients' share this connection holds, given
+/// back when it authenticates.
 pub async fn run<S>(
     stream: S,
     peer: Peer,
     context: SessionContext,
     shutdown: watch::Receiver<bool>,
+    untrusted_share: Option<OwnedSemaphorePermit>,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let session = Session::new(context.policy.clone(), peer);
-    converse(stream, session, context, shutdown).await
+    converse(stream, session, context, shutdown, untrusted_share).await
 }
 
 /// The implicit-TLS listener (RFC 8314): the handshake first, then the session, TLS from its
@@ -64,6 +67,7 @@ pub async fn run_tls(
     peer: Peer,
     context: SessionContext,
     shutdown: watch::Receiver<bool>,
+    untrusted_share: Option<OwnedSemaphorePermit>,
 ) {
     let Some(tls) = context.tls.clone() else {
         return;
@@ -73,7 +77,7 @@ pub async fn run_tls(
         Ok(Ok(stream)) => {
             let mut session = Session::new(context.policy.clone(), peer);
             session.tls_started(session_of(&stream));
-            converse(stream, session, context, shutdown).await;
+            converse(stream, session, context, shutdown, untrusted_share).await;
         }
         Ok(Err(error)) => tracing::info!(?peer, %error, "TLS handshake failed"),
         Err(_elapsed) => tracing::info!(?peer, "TLS handshake timed out"),
@@ -85,6 +89,7 @@ async fn converse<S>(
     mut session: Session,
     context: SessionContext,
     mut shutdown: watch::Receiver<bool>,
+    untrusted_share: Option<OwnedSemaphorePermit>,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -94,6 +99,7 @@ where
         input: Vec::with_capacity(COMMAND_READ_CHUNK),
         output: Vec::with_capacity(1024),
         quit: false,
+        untrusted_share,
     };
     session.greeting().write_to(&mut io.output);
     let driven = drive(&mut stream, &mut session, &mut io, &context, &mut shutdown).await;
@@ -137,6 +143,7 @@ struct Buffers {
     output: Vec<u8>,
     /// The client said QUIT.
     quit: bool,
+    untrusted_share: Option<OwnedSemaphorePermit>,
 }
 
 enum Driven {
@@ -183,6 +190,10 @@ where
                     (Some(auth), Some(ip)) => auth.check(ip, credentials).await,
                     _ => Verdict::Refused,
                 };
+                if let Verdict::Authenticated(_) = verdict {
+                    // Authenticated clients are not the untrusted share's any more.
+                    io.untrusted_share = None;
+                }
                 let answer = session.authenticated(verdict);
                 count_refusal(context, &answer.reply);
                 answer.reply.write_to(&mut io.output);
@@ -264,7 +275,8 @@ async fn read_more<R: AsyncRead + Unpin>(
     };
     // Read into spare capacity: zeroing a 64 KiB buffer for every read showed in the profile.
     input.reserve(chunk);
-    let read = tokio::time::timeout(session.timeout(), async {
+    let deadline = tokio::time::Instant::from_std(session.deadline());
+    let read = tokio::time::timeout_at(deadline, async {
         tokio::select! {
             result = reader.read_buf(input) => Some(result),
             // Only sessions between messages are interrupted; DATA runs to its end.

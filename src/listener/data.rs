@@ -61,6 +61,11 @@ impl DataReceiver {
     /// Consumes bytes until the end-of-data marker. Returns how many bytes of `input` belong
     /// to the data (the rest is the next command, for a pipelining client) once the end was
     /// seen, or `None` when every byte was consumed and more are needed.
+    /// Message bytes received so far (after unstuffing).
+    pub fn received(&self) -> u64 {
+        self.size
+    }
+
     pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
         let mut index = 0;
         while index < input.len() {

@@ -36,6 +36,10 @@ pub const TLS_IN_TRANSACTION: Reply =
 pub const PIPELINED_AFTER_STARTTLS: Reply =
     Reply::fixed(554, "5.5.0 Error: commands pipelined after STARTTLS");
 pub const TLS_REQUIRED: Reply = Reply::fixed(530, "5.7.0 Must issue a STARTTLS command first");
+pub const RATE_EXCEEDED: Reply = Reply::fixed(
+    450,
+    "4.7.1 Error: too many messages, slow down and try again later",
+);
 pub const AUTH_NEEDS_TLS: Reply = Reply::fixed(
     538,
     "5.7.11 Encryption required for requested authentication mechanism",
@@ -81,6 +85,7 @@ pub fn refusal_reason(reply: &Reply) -> Option<&'static str> {
         (452, "4.5.3") => "recipients",
         (452, "4.3.1") => "storage",
         (421, "4.4.2") => "timeout",
+        (450, "4.7.1") => "rate",
         (535, _) | (421, "4.7.0") if reply == &AUTH_FAILED || reply == &AUTH_LOCKED_OUT => "auth",
         (554, "5.6.0") => "content",
         (501 | 553, e) if e.starts_with("5.1.") || e == "5.6.7" => "address",

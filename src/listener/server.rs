@@ -15,12 +15,16 @@ use tokio::task::JoinSet;
 use super::connection::{self, SessionContext};
 use super::reply::{self, Reply};
 use super::session::Peer;
+use crate::policy::RelayDecision;
 
 /// Limits the accept loop enforces before a session starts.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     pub total: usize,
     pub per_ip: usize,
+    /// Of `total`, what clients from outside the trusted networks may hold until they
+    /// authenticate (a flood from anywhere must not lock out the VM's own cron).
+    pub untrusted: usize,
     /// After shutdown is signalled, how long sessions in DATA may take to finish.
     pub shutdown_grace: Duration,
 }
@@ -78,6 +82,7 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let total = Arc::new(Semaphore::new(limits.total));
+    let untrusted = Arc::new(Semaphore::new(limits.untrusted));
     let per_ip = Arc::new(PerIpCounts::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
@@ -104,12 +109,18 @@ pub async fn serve(
             }
         };
         let ip = address.ip();
-        let permits = Arc::clone(&total)
-            .try_acquire_owned()
-            .ok()
-            .and_then(|permit| Some((permit, per_ip.try_take(ip, limits.per_ip)?)));
-        let Some((permit, slot)) = permits else {
-            tracing::warn!(%ip, "connection refused: too many connections");
+        let trusted = context.policy.intake.relay(Some(ip)) == RelayDecision::Allow;
+        let share = if trusted {
+            Some(None)
+        } else {
+            Arc::clone(&untrusted).try_acquire_owned().ok().map(Some)
+        };
+        let permits = share.and_then(|share| {
+            let permit = Arc::clone(&total).try_acquire_owned().ok()?;
+            Some((permit, share, per_ip.try_take(ip, limits.per_ip)?))
+        });
+        let Some((permit, share, slot)) = permits else {
+            tracing::warn!(%ip, trusted, "connection refused: too many connections");
             context.metrics.refuse("rate");
             // A TLS client would read a plain reply as a broken handshake: it is just closed.
             if !implicit_tls {
@@ -124,9 +135,9 @@ pub async fn serve(
             let _held: (OwnedSemaphorePermit, PerIpSlot) = (permit, slot);
             tracing::debug!(%ip, implicit_tls, "session started");
             if implicit_tls {
-                connection::run_tls(stream, Peer::Tcp(ip), context, shutdown).await;
+                connection::run_tls(stream, Peer::Tcp(ip), context, shutdown, share).await;
             } else {
-                connection::run(stream, Peer::Tcp(ip), context, shutdown).await;
+                connection::run(stream, Peer::Tcp(ip), context, shutdown, share).await;
             }
         });
     }

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::command::{self, Command, MailParams, Mechanism};
 use super::data::{DataOutcome, DataReceiver};
@@ -17,7 +17,7 @@ use crate::auth::{Auth, User, Verdict};
 use crate::config::SessionLimits;
 use crate::intake::{Client, Intake, LocalUser, Refusal, Role, Submission};
 use crate::model::{self, Address, BodyType, QueueId, ReversePath, TlsSession};
-use crate::policy::RelayDecision;
+use crate::policy::{MessageRates, RelayDecision};
 
 /// Everything sessions share: their limits, and the intake that judges and takes their mail.
 pub struct SessionPolicy {
@@ -29,6 +29,8 @@ pub struct SessionPolicy {
     pub require_tls: bool,
     /// SMTP AUTH, offered under TLS; None: not offered.
     pub auth: Option<Arc<Auth>>,
+    /// Messages per minute per client address and per user.
+    pub rates: Arc<MessageRates>,
 }
 
 /// Who is on the other end.
@@ -107,6 +109,14 @@ pub struct Session {
     errors: u32,
     tls: Option<TlsSession>,
     user: Option<Arc<User>>,
+    /// Deadlines are counted from these, not from the last byte: a client dribbling a byte
+    /// or a NOOP every few seconds does not keep its slot for ever.
+    /// Start of the idle period: the session's start, its TLS handshake or AUTH, the end
+    /// of its last transaction. NOOP, RSET, EHLO and the like do not move it.
+    idle_since: Instant,
+    /// MAIL of the open transaction: the whole transaction up to DATA has one deadline.
+    transaction_since: Instant,
+    data_since: Instant,
     /// Messages queued so far (`sendmail -bs` exits non-zero when its input ends with none).
     queued: u32,
 }
@@ -125,6 +135,9 @@ impl Session {
             errors: 0,
             tls: None,
             user: None,
+            idle_since: Instant::now(),
+            transaction_since: Instant::now(),
+            data_since: Instant::now(),
             queued: 0,
         }
     }
@@ -137,6 +150,7 @@ impl Session {
         self.esmtp = false;
         self.transaction = None;
         self.tls = Some(tls);
+        self.idle_since = Instant::now();
     }
 
     /// The outcome of the credentials `Step::Authenticate` handed out.
@@ -146,6 +160,7 @@ impl Session {
                 // Trusted network OR authenticated (the relay decision's second half).
                 self.relay = RelayDecision::Allow;
                 self.user = Some(user);
+                self.idle_since = Instant::now();
                 return AuthAnswer {
                     reply: reply::AUTH_OK,
                     close: false,
@@ -187,13 +202,31 @@ impl Session {
         matches!(self.mode, Mode::Data(_))
     }
 
-    /// How long to wait for the client's next bytes in the current mode.
-    pub fn timeout(&self) -> Duration {
+    /// When the client must have sent what the session waits for: the message data, the
+    /// rest of the transaction, or a transaction at all.
+    pub fn deadline(&self) -> Instant {
         let limits = &self.policy.limits;
-        match (&self.mode, &self.transaction) {
-            (Mode::Data(_), _) => limits.data_timeout,
-            (_, Some(_)) => limits.command_timeout,
-            (_, None) => limits.idle_timeout,
+        let (since, allowed) = match (&self.mode, &self.transaction) {
+            (Mode::Data(receiver), _) => (
+                self.data_since,
+                limits.data_timeout
+                    + Duration::from_secs(receiver.received() / limits.min_data_rate),
+            ),
+            (_, Some(_)) => (self.transaction_since, limits.command_timeout),
+            (_, None) => (self.idle_since, limits.idle_timeout),
+        };
+        since + allowed.min(self.allowance())
+    }
+
+    /// How long any wait may be for who the client is.
+    fn allowance(&self) -> Duration {
+        let untrusted = matches!(self.peer, Peer::Tcp(_))
+            && self.relay == RelayDecision::Deny
+            && self.user.is_none();
+        if untrusted {
+            self.policy.limits.untrusted_timeout
+        } else {
+            Duration::MAX
         }
     }
 
@@ -235,6 +268,8 @@ impl Session {
         match outcome {
             Ok(id) => {
                 self.queued += 1;
+                let user = self.user.as_ref().map(|user| user.name.as_str());
+                self.policy.rates.sent(self.peer.ip(), user);
                 Reply::new(250, format!("2.0.0 Ok: queued as {id}"))
             }
             Err(refusal) => refusal.reply(),
@@ -447,6 +482,10 @@ impl Session {
         if self.transaction.is_some() {
             return self.error(reply::NESTED_MAIL);
         }
+        let user = self.user.as_ref().map(|user| user.name.as_str());
+        if !self.policy.rates.may_send(self.peer.ip(), user) {
+            return Step::Reply(reply::RATE_EXCEEDED);
+        }
         let remote = matches!(self.peer, Peer::Tcp(ip) if !ip.is_loopback());
         if self.policy.require_tls && self.tls.is_none() && remote {
             return self.error(reply::TLS_REQUIRED);
@@ -480,6 +519,7 @@ impl Session {
             params,
             recipients: Vec::new(),
         });
+        self.transaction_since = Instant::now();
         Step::Reply(reply::SENDER_OK)
     }
 
@@ -517,6 +557,7 @@ impl Session {
             Some(t) if t.recipients.is_empty() => self.error(reply::NO_VALID_RECIPIENTS),
             Some(_) => {
                 self.mode = Mode::Data(DataReceiver::new(self.policy.intake.max_message_size()));
+                self.data_since = Instant::now();
                 Step::Reply(reply::START_DATA)
             }
         }
@@ -530,6 +571,7 @@ impl Session {
         let Some(transaction) = self.transaction.take() else {
             unreachable!("data mode is only entered with a transaction");
         };
+        self.idle_since = Instant::now();
         match receiver.finish() {
             DataOutcome::TooBig => self.error(reply::MESSAGE_TOO_BIG),
             DataOutcome::ContainsNul => self.error(reply::NUL_IN_MESSAGE),

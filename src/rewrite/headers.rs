@@ -44,6 +44,16 @@ pub fn rewrite(
     strip: &[String],
     missing: &Missing,
 ) -> Edited {
+    // A message that is all header and ends without a line end (`printf 'Subject: x' |
+    // sendmail`) gets one: its last header then reads the same now and on any later pass, and
+    // what is added after it starts a line of its own. A body is left as it is.
+    let terminated;
+    let message = if ends_inside_headers(message) {
+        terminated = [message, b"\r\n"].concat();
+        &terminated[..]
+    } else {
+        message
+    };
     let mut decisions = Vec::new();
     let Some(parsed) = MessageParser::default().parse_headers(message) else {
         return Edited {
@@ -121,17 +131,20 @@ pub fn rewrite(
         decisions.push(format!("header Message-ID added ({id})"));
     }
     if !added.is_empty() {
-        // A message that ends inside its last header line (no line end: `printf 'Subject: x'
-        // | sendmail`) gets the line ended first, or the added header would be glued to it.
-        if headers_end > 0 && message[headers_end - 1] != b'\n' {
-            added.splice(0..0, *b"\r\n");
-        }
         edits.push((headers_end..headers_end, added));
     }
     Edited {
         message: splice(message, edits),
         decisions,
     }
+}
+
+fn ends_inside_headers(message: &[u8]) -> bool {
+    let has_body = message.starts_with(b"\n")
+        || message.starts_with(b"\r\n")
+        || memchr::memmem::find(message, b"\n\n").is_some()
+        || memchr::memmem::find(message, b"\n\r\n").is_some();
+    !message.is_empty() && !message.ends_with(b"\n") && !has_body
 }
 
 /// Applies non-overlapping edits given in message order.

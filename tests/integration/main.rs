@@ -4,6 +4,7 @@
 mod cli;
 mod delivery;
 mod durability;
+mod fair_capacity;
 mod hardening;
 mod identity;
 mod inbound_auth;

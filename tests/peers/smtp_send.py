@@ -8,7 +8,8 @@ usage: smtp_send.py PORT --from ADDR --to ADDR [--to ADDR ...] [--source IP]
 
 With --starttls or --tls-on-connect the server's certificate is verified against CA (a PEM
 file) for the host name, and the result has "tls": the version, cipher and the SHA-256 of the
-certificate the server presented.
+certificate the server presented. "data_ms" is how long DATA took, from the command to
+the reply after the final dot: what the client waited for its message to be accepted.
 """
 import argparse
 import hashlib
@@ -16,6 +17,7 @@ import json
 import smtplib
 import ssl
 import sys
+import time
 
 
 def main():
@@ -74,8 +76,10 @@ def main():
             result["rcpt"].append([code, text.decode()])
             accepted += code == 250
         if accepted:
+            started = time.monotonic()
             code, text = client.data(message)
             result["data"] = [code, text.decode()]
+            result["data_ms"] = (time.monotonic() - started) * 1000
         else:
             client.rset()
     print(json.dumps(result))

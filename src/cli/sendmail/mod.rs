@@ -261,6 +261,7 @@ async fn smtp_on_stdio(config: Config) -> u8 {
             starttls: false,
             require_tls: false,
             auth: None,
+            rates: Arc::new(crate::policy::MessageRates::new(0, 0)),
         }),
         // A one-session process has nobody to report to; the counts are dropped.
         metrics: Arc::new(Metrics::new()),
@@ -268,8 +269,14 @@ async fn smtp_on_stdio(config: Config) -> u8 {
     };
     // Nothing asks a -bs session to stop early; the sender is kept alive till the end.
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
-    let end =
-        listener::run_connection(stdio, Peer::Local(LocalUser::current()), context, shutdown).await;
+    let end = listener::run_connection(
+        stdio,
+        Peer::Local(LocalUser::current()),
+        context,
+        shutdown,
+        None,
+    )
+    .await;
     if let Some(writer) = writer {
         let _ = writer.await;
     }

@@ -1,5 +1,7 @@
 //! Session transcripts: what a client sends, what it must hear back.
 
+use std::time::Instant;
+
 use super::*;
 use crate::auth::Verdict;
 use crate::config::Config;
@@ -10,6 +12,17 @@ fn policy(trusted: &[&str], senders: &[&str]) -> Arc<SessionPolicy> {
 }
 
 fn policy_with_errors(trusted: &[&str], senders: &[&str], max_errors: u32) -> Arc<SessionPolicy> {
+    tuned_policy(trusted, senders, |policy| {
+        policy.limits.max_errors = max_errors
+    })
+}
+
+/// The test policy, with `tune` applied.
+fn tuned_policy(
+    trusted: &[&str],
+    senders: &[&str],
+    tune: impl FnOnce(&mut SessionPolicy),
+) -> Arc<SessionPolicy> {
     let list = |items: &[&str]| {
         items
             .iter()
@@ -25,18 +38,20 @@ fn policy_with_errors(trusted: &[&str], senders: &[&str], max_errors: u32) -> Ar
     .unwrap();
     let mut limits = config.smtp.limits.clone();
     limits.max_recipients = 3;
-    limits.max_errors = max_errors;
     // These transcripts never hand a message on, so the queue is never reached.
     let queue = Queue::Daemon {
         socket: "/nonexistent/sendmail.sock".into(),
     };
-    Arc::new(SessionPolicy {
+    let mut policy = SessionPolicy {
         limits,
         intake: Arc::new(Intake::new(&config, queue)),
         starttls: true,
         require_tls: false,
         auth: Some(Arc::new(crate::fuzzing::no_users_auth())),
-    })
+        rates: Arc::new(crate::policy::MessageRates::new(0, 0)),
+    };
+    tune(&mut policy);
+    Arc::new(policy)
 }
 
 fn tls_session() -> crate::model::TlsSession {
@@ -314,17 +329,45 @@ fn too_many_errors_close_the_session() {
 }
 
 #[test]
-fn timeouts_follow_the_mode() {
+fn deadlines_follow_the_mode_and_chatter_does_not_move_them() {
     let mut c = Transcript::new("127.0.0.1");
     let limits = c.session.policy.limits.clone();
-    assert_eq!(c.session.timeout(), limits.idle_timeout);
+    let idle = c.session.deadline();
+    let left = idle - Instant::now();
+    assert!(left <= limits.idle_timeout && left > limits.idle_timeout / 2);
+    // Outside a transaction, NOOP, RSET and EHLO count toward the idle deadline.
     c.expect("EHLO x", "250-");
+    c.expect("NOOP", "250");
+    c.expect("RSET", "250");
+    assert_eq!(c.session.deadline(), idle);
     c.expect("MAIL FROM:<a@b.example>", "250");
-    assert_eq!(c.session.timeout(), limits.command_timeout);
+    let transaction = c.session.deadline();
     c.expect("RCPT TO:<c@d.example>", "250");
+    c.expect("NOOP", "250");
+    assert_eq!(
+        c.session.deadline(),
+        transaction,
+        "one deadline for the transaction"
+    );
     c.expect("DATA", "354");
-    assert_eq!(c.session.timeout(), limits.data_timeout);
     assert!(c.session.in_data());
+    let data = c.session.deadline();
+    // Data earns time at min_data_rate: 100 bytes at 500 B/s is less than a second.
+    c.send(&"x".repeat(99));
+    assert_eq!(c.session.deadline(), data);
+}
+
+#[test]
+fn untrusted_clients_get_short_deadlines_until_they_authenticate() {
+    let mut c = untrusted_in_tls();
+    let limits = c.session.policy.limits.clone();
+    let left = c.session.deadline() - Instant::now();
+    assert!(left <= limits.untrusted_timeout, "{left:?}");
+    c.expect("EHLO client.test", "250");
+    c.verdicts.push_back(tenant());
+    c.expect("AUTH PLAIN AGFwcDEAcHc=", "235");
+    let left = c.session.deadline() - Instant::now();
+    assert!(left > limits.untrusted_timeout, "{left:?}");
 }
 
 #[test]
@@ -522,4 +565,46 @@ fn the_last_allowed_failure_closes_the_session() {
         "421 4.7.0 Error: too many failed authentications",
     );
     assert!(c.closed);
+}
+
+#[test]
+fn require_tls_refuses_mail_in_clear_except_from_loopback() {
+    let strict = || {
+        tuned_policy(&["0.0.0.0/1", "128.0.0.0/1"], &[], |policy| {
+            policy.require_tls = true
+        })
+    };
+    let mut c = Transcript::with(strict(), "10.0.0.9");
+    c.expect("EHLO client.test", "250");
+    c.expect(
+        "MAIL FROM:<app@example.com>",
+        "530 5.7.0 Must issue a STARTTLS command first",
+    );
+    c.expect("STARTTLS", "220");
+    c.expect("EHLO client.test", "250");
+    c.expect("MAIL FROM:<app@example.com>", "250");
+    let mut local = Transcript::with(strict(), "127.0.0.1");
+    local.expect("EHLO cron.test", "250");
+    local.expect("MAIL FROM:<root@example.com>", "250");
+}
+
+#[test]
+fn beyond_the_message_rate_mail_is_deferred_with_450() {
+    let mut c = Transcript::with(
+        tuned_policy(&["127.0.0.0/8"], &[], |policy| {
+            policy.rates = Arc::new(crate::policy::MessageRates::new(2, 0))
+        }),
+        "127.0.0.1",
+    );
+    c.expect("EHLO client.test", "250");
+    for _ in 0..2 {
+        c.expect("MAIL FROM:<a@b.example>", "250");
+        c.expect("RCPT TO:<c@d.example>", "250");
+        c.expect("DATA", "354");
+        c.expect("hi\r\n.", "250 2.0.0 Ok: queued");
+    }
+    c.expect(
+        "MAIL FROM:<a@b.example>",
+        "450 4.7.1 Error: too many messages, slow down",
+    );
 }

@@ -176,7 +176,8 @@ fn sender_header() -> impl Strategy<Value = String> {
 }
 
 /// Found by the header_rewrite fuzz target: the added headers were glued to a last header
-/// line that had no line end ("Subject: xDate: ...").
+/// line that had no line end ("Subject: xDate: ..."), and such a line was read differently
+/// once it had one (so a second repair changed it again).
 #[test]
 fn headers_are_added_on_their_own_line_after_an_unterminated_last_header() {
     let edited = rewrite(b"Subject: x", &rules(), &[], &missing()).message;
