@@ -76,6 +76,13 @@ enum Mode {
     Auth(Exchange),
 }
 
+enum NextLine {
+    Line(Vec<u8>),
+    NeedInput,
+    /// Longer than `max_command_line`: refused (the rest of it is skipped).
+    TooLong,
+}
+
 #[derive(Debug)]
 enum Exchange {
     Plain,
@@ -286,28 +293,29 @@ impl Session {
         self.transaction.is_some()
     }
 
-    /// The next complete line of at most `max_command_line` bytes, or what to do instead.
-    fn next_line(&mut self, input: &mut Vec<u8>) -> Result<Vec<u8>, Step> {
+    /// The next complete line of at most `max_command_line` bytes.
+    fn next_line(&mut self, input: &mut Vec<u8>) -> NextLine {
         let max = self.policy.limits.max_command_line;
         let Some(end) = input.iter().position(|&b| b == b'\n') else {
             if input.len() > max {
                 input.clear();
                 self.mode = Mode::SkipLine;
-                return Err(self.error(reply::LINE_TOO_LONG));
+                return NextLine::TooLong;
             }
-            return Err(Step::NeedInput);
+            return NextLine::NeedInput;
         };
         let line: Vec<u8> = input.drain(..=end).collect();
         if line.len() > max {
-            return Err(self.error(reply::LINE_TOO_LONG));
+            return NextLine::TooLong;
         }
-        Ok(line)
+        NextLine::Line(line)
     }
 
     fn command_step(&mut self, input: &mut Vec<u8>) -> Step {
         let line = match self.next_line(input) {
-            Ok(line) => line,
-            Err(step) => return step,
+            NextLine::Line(line) => line,
+            NextLine::NeedInput => return Step::NeedInput,
+            NextLine::TooLong => return self.error(reply::LINE_TOO_LONG),
         };
         if line.contains(&0) {
             return self.error(reply::NUL_IN_COMMAND);
@@ -382,14 +390,14 @@ impl Session {
     /// One response line of an AUTH exchange.
     fn auth_step(&mut self, input: &mut Vec<u8>) -> Step {
         let line = match self.next_line(input) {
-            Ok(line) => line,
-            Err(Step::NeedInput) => return Step::NeedInput,
+            NextLine::Line(line) => line,
+            NextLine::NeedInput => return Step::NeedInput,
             // A response too long to be one ends the exchange.
-            Err(step) => {
+            NextLine::TooLong => {
                 if matches!(self.mode, Mode::Auth(_)) {
                     self.mode = Mode::Command;
                 }
-                return step;
+                return self.error(reply::LINE_TOO_LONG);
             }
         };
         let Mode::Auth(exchange) = std::mem::replace(&mut self.mode, Mode::Command) else {
