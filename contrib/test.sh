@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test. First installs the real peers the tests talk to, when missing:
-# swaks (Debian) for `sendmail -bs` and as a TLS client (with libio-socket-ssl-perl); knot (Debian) as the DNS server for preflight;
-# python3 for smtplib clients and sqlite3 locking; postfix and sasl2-bin (Debian) for a
-# private Postfix upstream with SASL AUTH (started from its own config directory: the
-# package is installed with "No configuration", so no system MTA is set up or started);
+# swaks (Debian) for `sendmail -bs` and as a TLS/AUTH client (with libio-socket-ssl-perl);
+# msmtp (Debian; the client, not msmtp-mta) as another TLS/AUTH client; nmap (Debian) for its
+# smtp-open-relay probe; testssl.sh (Debian) to rate the TLS listeners; knot (Debian) as the
+# DNS server for preflight; python3 for smtplib clients and sqlite3 locking; postfix and
+# sasl2-bin (Debian) for a private Postfix upstream with SASL AUTH (started from its own
+# config directory: the package is installed with "No configuration", so no system MTA is
+# set up or started);
 # aiosmtpd (PyPI) as the upstream relay, cryptography (PyPI) for its test CA,
 # prometheus-client (PyPI) whose OpenMetrics parser reads our /metrics, and moto[server]
 # (PyPI, with boto3) as the SESv2 API.
@@ -13,6 +16,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 perl -MIO::Socket::SSL -e 1 2>/dev/null || missing+=(libio-socket-ssl-perl)
+command -v msmtp >/dev/null 2>&1 || missing+=(msmtp)
+command -v nmap >/dev/null 2>&1 || missing+=(nmap)
+command -v testssl >/dev/null 2>&1 || missing+=(testssl.sh)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v knotd >/dev/null 2>&1 || missing+=(knot)
 command -v smtp-sink >/dev/null 2>&1 || missing+=(postfix)
@@ -36,3 +42,12 @@ if [ "${#python_missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --locked "$@"
+
+# The libFuzzer targets (fuzz/, nightly Rust with AddressSanitizer, or stable without it),
+# SECONDS each: SMARTHOST_FUZZ_SECONDS=300 bash contrib/test.sh. Off by default: the
+# instrumented build of every dependency costs about 6 minutes on a clean 2-core machine,
+# and `cargo test` above already replays every committed seed and crash and runs the same
+# properties on structured random input.
+if [ "${SMARTHOST_FUZZ_SECONDS:-0}" -gt 0 ]; then
+  bash contrib/fuzz.sh "$SMARTHOST_FUZZ_SECONDS"
+fi

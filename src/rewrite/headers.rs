@@ -172,6 +172,19 @@ fn rebuild(
     let HeaderValue::Address(address) = value else {
         return None;
     };
+    // A header with a mailbox that is not an address (mail-parser reads much that is not) is
+    // left exactly as it came: rewriting its pieces would mangle it further on every pass
+    // (found by the header_rewrite fuzz target: `<: undisclosed:;` became an address).
+    let members: Vec<&Addr<'_>> = match address {
+        Address::List(list) => list.iter().collect(),
+        Address::Group(groups) => groups.iter().flat_map(|g| g.addresses.iter()).collect(),
+    };
+    let readable = |addr: &&Addr<'_>| {
+        mailbox_address(addr).is_some_and(|a| crate::model::Address::parse(a, true).is_ok())
+    };
+    if !members.iter().all(readable) {
+        return None;
+    }
     let mut changed = false;
     let mut render = |addr: &Addr<'_>| -> String {
         let Some(old) = mailbox_address(addr) else {

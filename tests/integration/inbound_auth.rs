@@ -1,11 +1,12 @@
 //! SMTP AUTH from an untrusted address (127.0.0.2, while only 127.0.0.1/32 is trusted), with
-//! clients written independently of smarthost: Python's smtplib (PLAIN, then LOGIN) and
-//! swaks (PLAIN and LOGIN, over STARTTLS and implicit TLS). Users come from `smarthost user
+//! clients written independently of smarthost: Python's smtplib (PLAIN, then LOGIN), swaks
+//! (Perl) and msmtp (C, GnuTLS), PLAIN and LOGIN, over STARTTLS and implicit TLS. Users come from `smarthost user
 //! add`, passwords on standard input. Also: relaying is refused without AUTH, AUTH before
 //! STARTTLS is refused without looking at the credentials, wrong passwords and foreign
 //! senders are refused, a guesser is locked out after 5 tries while others still get in, and
 //! the password appears in no log line and no spool file.
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use base64::Engine;
@@ -188,8 +189,49 @@ fn authenticated_tenants_relay_from_an_untrusted_address_as_their_own_senders_on
         assert!(said.contains("235 2.7.0"), "{said}");
     }
 
+    // msmtp (GnuTLS) with its password from a command, as its users keep it.
+    let secret = r.certs.dir.path().join("app1.password");
+    std::fs::write(&secret, PASSWORD).unwrap();
+    for (port, starttls, mechanism) in [
+        (r.relay.port(), "on", "plain"),
+        (r.implicit, "off", "login"),
+    ] {
+        let mut child = Command::new("msmtp")
+            .args([
+                "--host=127.0.0.1",
+                &format!("--port={port}"),
+                "--source-ip=127.0.0.2",
+            ])
+            .args(["--tls=on", &format!("--tls-starttls={starttls}")])
+            .arg(format!("--tls-trust-file={}", r.ca()))
+            .args([&format!("--auth={mechanism}"), "--user=app1"])
+            .arg(format!("--passwordeval=cat {}", secret.display()))
+            .args([
+                "--domain=client.test",
+                "--from=app@example.com",
+                "someone@elsewhere.example",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("msmtp (apt-get install msmtp)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"From: app@example.com\nSubject: via msmtp\n\nhi\n")
+            .unwrap();
+        let output = wait_output(child, std::time::Duration::from_secs(30));
+        assert!(
+            output.status.success(),
+            "msmtp {mechanism}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     let messages = spooled(&r.work.spool());
-    assert_eq!(messages.len(), 3, "smtplib's and swaks' two");
+    assert_eq!(messages.len(), 5, "smtplib's, swaks' two and msmtp's two");
     for message in &messages {
         assert_eq!(message.submitter.as_deref(), Some("app1"));
         let text = String::from_utf8_lossy(&message.body);
@@ -299,4 +341,42 @@ fn a_guesser_is_locked_out_after_five_tries_and_others_still_get_in() {
         refused >= Some(100.0),
         "every refused attempt counted: {refused:?}"
     );
+}
+
+fn nmap_open_relay(port: u16, source: &str) -> String {
+    let output = Command::new("nmap")
+        .args([
+            "-Pn",
+            "-n",
+            "-sT",
+            "-S",
+            source,
+            "-e",
+            "lo",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["--script", "+smtp-open-relay", "--script-args"])
+        .arg("smtp-open-relay.domain=elsewhere.example,smtp-open-relay.ip=127.0.0.1")
+        .arg("127.0.0.1")
+        .output()
+        .expect("nmap (apt-get install nmap)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn nmap_finds_no_open_relay_from_an_untrusted_address_with_auth_offered() {
+    let r = start();
+    let untrusted = nmap_open_relay(r.relay.port(), "127.0.0.2");
+    assert!(
+        untrusted.contains("Server doesn't seem to be an open relay"),
+        "{untrusted}"
+    );
+    assert!(
+        r.relay.all_logs().contains("127.0.0.2"),
+        "nmap did not come from 127.0.0.2"
+    );
+    // The control: the trusted address may relay anywhere, and nmap says so.
+    let trusted = nmap_open_relay(r.relay.port(), "127.0.0.1");
+    assert!(trusted.contains("Server is an open relay"), "{trusted}");
 }

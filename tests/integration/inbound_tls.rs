@@ -171,3 +171,59 @@ fn a_new_certificate_is_served_after_sighup_and_a_broken_one_keeps_the_old() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(fingerprint(&rotated.ca()), second);
 }
+
+/// testssl.sh (Debian; OpenSSL underneath) against the STARTTLS and the implicit-TLS
+/// listener at once: no finding rated HIGH or CRITICAL. No DNS lookups (`--nodns none`): the
+/// test CA is handed over with `--add-ca`.
+#[test]
+fn testssl_rates_nothing_high_or_critical_on_either_listener() {
+    let certs = Certs::new();
+    let work = tls_workdir(&certs);
+    let relay = Relay::start(&work);
+    let implicit = implicit_port(&relay);
+    let ca = certs.ca();
+    let runs: Vec<_> = [(relay.port(), true), (implicit, false)]
+        .into_iter()
+        .map(|(port, starttls)| {
+            let json = work.dir.path().join(format!("testssl-{port}.json"));
+            let mut command = Command::new("testssl");
+            command
+                .args(["--quiet", "--color", "0", "--fast", "--warnings", "off"])
+                .args(["--nodns", "none", "--add-ca"])
+                .arg(&ca)
+                .arg("--jsonfile")
+                .arg(&json);
+            if starttls {
+                command.args(["--starttls", "smtp"]);
+            }
+            let child = command
+                .arg(format!("127.0.0.1:{port}"))
+                // It asks questions on a terminal; with no input it takes the defaults.
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("testssl (apt-get install testssl.sh)");
+            (json, child)
+        })
+        .collect();
+    for (json, child) in runs {
+        let output = wait_output(child, Duration::from_secs(240));
+        let findings: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}: {}",
+                    json.display(),
+                    String::from_utf8_lossy(&output.stdout)
+                )
+            }))
+            .unwrap();
+        assert!(findings.len() > 50, "testssl checked little: {findings:?}");
+        let bad: Vec<String> = findings
+            .iter()
+            .filter(|f| matches!(f["severity"].as_str(), Some("HIGH" | "CRITICAL")))
+            .map(|f| format!("{} {}: {}", f["severity"], f["id"], f["finding"]))
+            .collect();
+        assert!(bad.is_empty(), "{}: {bad:#?}", json.display());
+    }
+}
