@@ -196,6 +196,38 @@ mod tests {
         assert!(users.verify("nobody", b"correct horse").is_none());
     }
 
+    /// An unknown name costs the same argon2id check as a wrong password, so names cannot be
+    /// told apart by timing: medians of 5 within a factor of 2 (a skipped check would be
+    /// thousands of times faster).
+    #[test]
+    fn an_unknown_user_takes_as_long_as_a_wrong_password() {
+        let users = Users::new(UsersFile {
+            users: vec![UserEntry {
+                name: "app1".into(),
+                password: hash_password(b"correct horse").unwrap(),
+                allow_senders: vec![SenderPattern::Domain("example.com".into())],
+            }],
+        })
+        .unwrap();
+        let median = |name: &str| {
+            let mut times: Vec<std::time::Duration> = (0..5)
+                .map(|_| {
+                    let started = std::time::Instant::now();
+                    assert!(users.verify(name, b"wrong").is_none());
+                    started.elapsed()
+                })
+                .collect();
+            times.sort();
+            times[2]
+        };
+        let (known, unknown) = (median("app1"), median("nobody"));
+        let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "wrong password {known:?}, unknown user {unknown:?}"
+        );
+    }
+
     #[test]
     fn a_hand_edited_plain_password_is_refused_with_the_fix() {
         let dir = tempfile::tempdir().unwrap();
