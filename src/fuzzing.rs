@@ -99,9 +99,20 @@ pub fn data_framing(data: &[u8]) {
     }
 }
 
-/// Identity repair of any message: it never fails for a routable envelope, and it converges
-/// (repairing the repaired message changes nothing more).
+/// Identity repair of any message the intake can hand it — no NUL (refused on every entry
+/// point) and CRLF line ends only (bare CR and LF are normalised before): it never fails for
+/// a routable envelope, and it converges (repairing the repaired message changes nothing
+/// more).
 pub fn header_rewrite(message: &[u8]) {
+    let crlf_only = message.iter().enumerate().all(|(at, &b)| match b {
+        0 => false,
+        b'\r' => message.get(at + 1) == Some(&b'\n'),
+        b'\n' => at > 0 && message[at - 1] == b'\r',
+        _ => true,
+    });
+    if !crlf_only {
+        return;
+    }
     static REWRITER: OnceLock<Rewriter> = OnceLock::new();
     let rewriter = REWRITER.get_or_init(|| {
         let config = Config::from_toml(
