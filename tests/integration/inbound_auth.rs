@@ -465,3 +465,24 @@ fn cpu_seconds(relay: &Relay) -> f64 {
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
+
+#[test]
+fn user_list_shows_names_and_senders_never_hashes_and_remove_takes_a_user_out() {
+    let r = start();
+    let bin = std::path::Path::new(BIN);
+    let listed = r.work.run(bin, &["user", "list", "--json"], b"");
+    let users: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(users[0]["name"], "app1");
+    assert_eq!(users[0]["allow_senders"][1], "@app1.example");
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("argon2"));
+    let removed = r.work.run(bin, &["user", "remove", "app2"], b"");
+    assert!(removed.status.success(), "{removed:?}");
+    let again = r.work.run(bin, &["user", "remove", "app2"], b"");
+    assert_eq!(again.status.code(), Some(67), "no such user: EX_NOUSER");
+    let short = r.work.run(bin, &["user", "add", "app3", "--allow-sender", "@x.example"], b"short\n");
+    assert_eq!(short.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12 characters"));
+    let listed = r.work.run(bin, &["user", "list"], b"");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("app1") && !text.contains("app2") && !text.contains("app3"), "{text}");
+}
