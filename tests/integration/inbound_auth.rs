@@ -479,10 +479,17 @@ fn user_list_shows_names_and_senders_never_hashes_and_remove_takes_a_user_out() 
     assert!(removed.status.success(), "{removed:?}");
     let again = r.work.run(bin, &["user", "remove", "app2"], b"");
     assert_eq!(again.status.code(), Some(67), "no such user: EX_NOUSER");
-    let short = r.work.run(bin, &["user", "add", "app3", "--allow-sender", "@x.example"], b"short\n");
+    let short = r.work.run(
+        bin,
+        &["user", "add", "app3", "--allow-sender", "@x.example"],
+        b"short\n",
+    );
     assert_eq!(short.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12 characters"));
     let listed = r.work.run(bin, &["user", "list"], b"");
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert!(text.contains("app1") && !text.contains("app2") && !text.contains("app3"), "{text}");
+    assert!(
+        text.contains("app1") && !text.contains("app2") && !text.contains("app3"),
+        "{text}"
+    );
 }
