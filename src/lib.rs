@@ -20,6 +20,7 @@
 //! Dependency rule: the listener may call policy and spool; the spool knows nothing of the
 //! listener; the CLI composes.
 
+mod atomic_file;
 pub mod auth;
 pub mod cli;
 pub mod config;

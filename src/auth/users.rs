@@ -79,30 +79,15 @@ impl UsersFile {
     /// Writes the file whole under a temporary name (mode 0600) and renames it into place:
     /// a reader sees the old file or the new one, never half of one.
     pub fn write(&self, path: &Path) -> Result<(), String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let text = format!(
             "# smarthost users: written by `smarthost user add` and `user remove`. Passwords are\n# argon2id hashes; the passwords themselves are stored nowhere.\n\n{}",
             toml::to_string(self).map_err(|e| e.to_string())?
         );
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = std::path::PathBuf::from(partial);
-        let result = (|| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&partial)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&partial, path)
-        })();
-        result.map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            format!("cannot write users file {}: {e}", path.display())
+        crate::atomic_file::write(path, |mut file| {
+            use std::io::Write;
+            file.write_all(text.as_bytes())
         })
+        .map_err(|e| format!("cannot write users file {}: {e}", path.display()))
     }
 }
 

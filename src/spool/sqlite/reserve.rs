@@ -69,25 +69,7 @@ pub(super) fn release_if_full(spool: &Path) {
 /// Writes the reserve under a temporary name and renames it into place, so a half-made file
 /// (the disk filled up meanwhile) is never taken for a reserve.
 fn create(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let result = (|| {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)?;
-        allocate(&file)?;
-        file.sync_all()?;
-        std::fs::rename(&partial, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result
+    crate::atomic_file::write(path, allocate)
 }
 
 /// Real blocks, not a sparse file: a sparse reserve would free nothing when removed.
