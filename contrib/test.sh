@@ -23,6 +23,7 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v knotd >/dev/null 2>&1 || missing+=(knot)
 command -v smtp-sink >/dev/null 2>&1 || missing+=(postfix)
 command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

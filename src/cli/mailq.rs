@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::spool::{Filter, MessageSummary, OpenMode, PENDING_STATES, QueueAdmin, SqliteQueue};
+use crate::spool::{Filter, MessageSummary, OpenMode, PENDING_STATES, QueueAdmin, StoreQueue};
 use crate::sysexits as exit;
 
 pub fn run(config: &Config) -> ExitCode {
@@ -22,7 +22,7 @@ pub fn run(config: &Config) -> ExitCode {
         }
     };
     let entries = runtime.block_on(async {
-        let queue = SqliteQueue::open(&config.spool, OpenMode::Read).await?;
+        let queue = StoreQueue::open(&config.spool, OpenMode::Read).await?;
         let pending = Filter {
             states: PENDING_STATES.iter().map(|s| s.to_string()).collect(),
             ..Filter::default()

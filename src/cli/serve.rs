@@ -20,7 +20,7 @@ use crate::intake::{Intake, Queue};
 use crate::listener::{self, ConnectionLimits, SessionContext, SessionPolicy};
 use crate::model::UpstreamSizes;
 use crate::policy::MessageRates;
-use crate::spool::{DeliveryStore, OpenMode, SpoolWriter, SqliteQueue};
+use crate::spool::{self, DaemonSpool, DeliveryStore, OpenMode, StoreQueue};
 use crate::sysexits as exit;
 use crate::telemetry::{self, Metrics};
 
@@ -71,12 +71,22 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let (spool, writer) = SpoolWriter::start(&config.spool).await?;
-    let store = DeliveryStore::open(&config.spool, spool.clone()).await?;
+    let DaemonSpool {
+        writer: spool,
+        task: writer,
+        delivery: store,
+    } = DaemonSpool::open(&config.spool).await?;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let trimmer = tokio::spawn(give_freed_memory_back());
     let wake = spool.commit_signal();
+    let fleet = match store.fleet() {
+        Some(fleet) => {
+            let maildrop = spool::Maildrop::open(&config.spool).await?;
+            Some(Fleet::join(fleet, &wake, maildrop, &spool, &stop_rx))
+        }
+        None => None,
+    };
     // The sessions' handle on the spool writer: moved in, so that the writer ends with them.
     let intake = Arc::new(Intake::new(&config, Queue::Spool(spool)));
     let reloader = Reloader {
@@ -117,8 +127,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             .with_context(|| format!("cannot listen on {metrics_address} (metrics.listen)"))?;
         let bound = metrics_listener.local_addr()?;
         tracing::info!(address = %bound, "metrics listening on /metrics and /healthz");
-        // Its own read connection: WAL readers never wait for the writer or for delivery.
-        let queue = SqliteQueue::open(&config.spool, OpenMode::Read).await?;
+        // Its own read connection: readers never wait for the writer or for delivery.
+        let queue = StoreQueue::open(&config.spool, OpenMode::Read).await?;
         tokio::spawn(telemetry::serve_metrics(
             metrics_listener,
             metrics.clone(),
@@ -207,9 +217,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             abort.abort();
         }
     }
+    if let Some(fleet) = fleet {
+        fleet.leave(config.smtp.shutdown_grace).await;
+    }
     // Every SpoolWriter handle is gone with the sessions, delivery and this last store: the writer
     // commits what it holds and ends. Bounded, so that a forgotten handle cannot keep the
     // process alive.
+    store.close().await;
     drop(store);
     let stats = match tokio::time::timeout(config.smtp.shutdown_grace, writer).await {
         Ok(stats) => stats.context("spool writer failed")?,
@@ -253,6 +267,41 @@ fn start_maildrop(
             tracing::warn!(socket = %path.display(), %error,
                 "local hand-off disabled: sendmail callers who cannot write the spool will get exit 75; fix sendmail.socket");
             None
+        }
+    }
+}
+
+/// A node's part in a fleet sharing one store: its heartbeat, waking on other nodes'
+/// notices, and moving its local maildrop (what `sendmail` committed) into the shared store.
+struct Fleet {
+    heartbeat: tokio::task::JoinHandle<()>,
+    listener: tokio::task::JoinHandle<()>,
+    maildrop: tokio::task::JoinHandle<()>,
+}
+
+impl Fleet {
+    fn join(
+        store: &spool::PgDelivery,
+        wake: &Arc<Notify>,
+        maildrop: spool::Maildrop,
+        spool: &spool::SpoolWriter,
+        stop: &watch::Receiver<bool>,
+    ) -> Fleet {
+        Fleet {
+            heartbeat: tokio::spawn(store.clone().beat_forever()),
+            listener: tokio::spawn(store.clone().listen_forever(wake.clone())),
+            maildrop: tokio::spawn(maildrop.move_forever(spool.clone(), stop.clone())),
+        }
+    }
+
+    /// Stops beating and listening; lets the maildrop finish its round (it holds a writer
+    /// handle, which the writer waits for).
+    async fn leave(self, grace: Duration) {
+        self.heartbeat.abort();
+        self.listener.abort();
+        let abort = self.maildrop.abort_handle();
+        if tokio::time::timeout(grace, self.maildrop).await.is_err() {
+            abort.abort();
         }
     }
 }

@@ -148,6 +148,7 @@ struct RawMetrics {
 #[serde(deny_unknown_fields, default)]
 struct RawSpool {
     path: PathBuf,
+    url: Option<String>,
     busy_timeout: String,
 }
 
@@ -155,6 +156,7 @@ impl Default for RawSpool {
     fn default() -> RawSpool {
         RawSpool {
             path: PathBuf::from(DEFAULT_SPOOL_PATH),
+            url: None,
             busy_timeout: "5s".into(),
         }
     }
@@ -183,8 +185,13 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
+    /// The SQLite spool; with `url` set, the node's maildrop (what `sendmail` commits to).
     pub path: PathBuf,
-    /// How long a writer waits for a lock held by another process before giving up (`452`).
+    /// A PostgreSQL store shared by a fleet of relays (sqlx URL forms, a Unix socket
+    /// directory included); None: the SQLite file at `path` is the queue.
+    pub url: Option<String>,
+    /// How long a writer waits for a lock held by another process (SQLite), or for a
+    /// connection to the shared store, before giving up (`451`/`452`).
     pub busy_timeout: Duration,
 }
 
@@ -250,6 +257,17 @@ impl Config {
             smtp: validate_smtp(raw.smtp)?,
             spool: SpoolConfig {
                 path: absolute("spool.path", raw.spool.path)?,
+                url: match raw.spool.url {
+                    Some(url)
+                        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") =>
+                    {
+                        return Err(invalid(
+                            "spool.url",
+                            "must be a PostgreSQL URL (postgresql://USER@HOST/DATABASE); leave it out to use the SQLite file at spool.path",
+                        ));
+                    }
+                    url => url,
+                },
                 // SQLite takes it in milliseconds as a C int; a writer waiting longer than a
                 // few minutes is a stuck spool, not a busy one.
                 busy_timeout: duration_at_most(

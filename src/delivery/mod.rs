@@ -26,7 +26,7 @@ use crate::config::{Config, DeliveryConfig, Transport, Upstream};
 use crate::model::UpstreamSizes;
 use crate::spool::{DeliveryStore, now_ms};
 use crate::telemetry::Metrics;
-use rate::RateLimiter;
+use rate::{FleetRate, RateLimiter};
 pub use ses_api::SesApiClient;
 pub use upstream::{Endpoint, Probe, Timeouts};
 
@@ -117,7 +117,13 @@ impl Shared {
             upstreams.push(UpstreamState {
                 config: upstream.clone(),
                 route,
-                rate: RateLimiter::new(upstream.max_messages_per_second),
+                rate: RateLimiter::new(
+                    upstream.max_messages_per_second,
+                    store.fleet().map(|fleet| FleetRate {
+                        store: fleet.clone(),
+                        upstream: upstream.name(),
+                    }),
+                ),
                 down_until: StdMutex::new(None),
                 metrics: metrics.clone(),
             });
@@ -169,7 +175,7 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::Receiver<bool>) {
     let store = shared.borrow().store.clone();
     let wake = shared.borrow().wake.clone();
-    match store.clear_leases().await {
+    match store.clear_stale_leases().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             recipients = n,
@@ -238,7 +244,6 @@ pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::
     }
     drop(jobs_tx);
     while workers.join_next().await.is_some() {}
-    store.close().await;
 }
 
 async fn release_config_holds(store: &DeliveryStore) {

@@ -95,6 +95,7 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
             let delay_warned = is_due_a_delay_warning(shared, &message, recipient, &decision.state);
             records.push(AttemptRecord {
                 recipient_id: recipient.id,
+                lease: recipient.lease,
                 state: decision.state,
                 reply,
                 upstream: upstream.clone(),

@@ -20,6 +20,9 @@ pub const STORAGE_FAILURE: Reply = Reply::fixed(
     452,
     "4.3.1 Error: insufficient system storage, try again later",
 );
+/// The queue cannot be reached now (the daemon, or the shared store).
+pub const QUEUE_UNAVAILABLE: Reply =
+    Reply::fixed(451, "4.3.0 Error: cannot queue mail now, try again later");
 /// RFC 2920 3.1: a pipelined DATA after every RCPT was refused.
 pub const NO_VALID_RECIPIENTS: Reply = Reply::fixed(554, "5.5.1 Error: no valid recipients");
 
@@ -141,10 +144,10 @@ impl Refusal {
             Refusal::NoRecipients => NO_VALID_RECIPIENTS,
             Refusal::TooBig { .. } => MESSAGE_TOO_BIG,
             Refusal::ContainsNul => NUL_IN_MESSAGE,
-            Refusal::Storage(_) => STORAGE_FAILURE,
-            Refusal::DaemonUnavailable(_) => {
-                Reply::fixed(451, "4.3.0 Error: cannot queue mail now, try again later")
+            Refusal::Storage(SpoolError::Unavailable(_)) | Refusal::DaemonUnavailable(_) => {
+                QUEUE_UNAVAILABLE
             }
+            Refusal::Storage(_) => STORAGE_FAILURE,
             Refusal::ByDaemon { reply, .. } => reply.clone(),
         }
     }

@@ -65,6 +65,9 @@ pub struct ClaimedMessage {
 #[derive(Debug, Clone)]
 pub struct ClaimedRecipient {
     pub id: i64,
+    /// The lease's token: the outcome is recorded only under it (0 where one process
+    /// delivers from the store).
+    pub lease: i64,
     pub address: String,
     pub attempts: i64,
     /// A delay DSN was already sent for it.
@@ -131,6 +134,8 @@ impl fmt::Display for AttemptReply {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub recipient_id: i64,
+    /// The lease the attempt was made under (`ClaimedRecipient::lease`).
+    pub lease: i64,
     pub state: RecipientState,
     pub reply: AttemptReply,
     pub upstream: Option<String>,

@@ -35,8 +35,35 @@ pub enum SpoolError {
         "the file system holding the spool is full ({0}): free space there, or delete mail with `smarthost queue delete`, which works on a full disk"
     )]
     NoSpace(String),
+    /// The shared store could not be reached (down, failing over, cut off): nothing of the
+    /// batch was committed, and trying its jobs one by one would only wait longer.
+    #[error("the shared spool is unreachable ({0}); mail is accepted again as soon as it is back")]
+    Unavailable(String),
     #[error("spool query failed: {0}")]
     Read(String),
     #[error("spool writer has stopped")]
     Closed,
+}
+
+impl SpoolError {
+    /// Commands that do not migrate refuse a spool whose schema version is not exactly ours.
+    pub(super) fn unless_schema_matches(
+        path: &str,
+        found: i64,
+        known: i64,
+    ) -> Result<(), SpoolError> {
+        match found.cmp(&known) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Greater => Err(SpoolError::NewerSchema {
+                path: path.to_string(),
+                found,
+                known,
+            }),
+            std::cmp::Ordering::Less => Err(SpoolError::OlderSchema {
+                path: path.to_string(),
+                found,
+                known,
+            }),
+        }
+    }
 }

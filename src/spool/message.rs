@@ -34,6 +34,29 @@ pub struct Origin {
     pub protocol: &'static str,
 }
 
+impl Origin {
+    /// Every protocol name the intake records (RFC 3848, RFC 6531 7.2), and LOCAL.
+    const PROTOCOLS: [&'static str; 8] = [
+        "SMTP",
+        "ESMTP",
+        "ESMTPS",
+        "ESMTPSA",
+        "UTF8SMTP",
+        "UTF8SMTPS",
+        "UTF8SMTPSA",
+        "LOCAL",
+    ];
+
+    /// The protocol recorded under `name`, read back from a store; LOCAL if unknown.
+    pub fn protocol_named(name: &str) -> &'static str {
+        Self::PROTOCOLS
+            .iter()
+            .find(|p| p.eq_ignore_ascii_case(name))
+            .copied()
+            .unwrap_or("LOCAL")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewRecipient {
     pub address: String,

@@ -1,7 +1,8 @@
 //! The spool: the durable queue that holds every accepted message until it is delivered or
 //! bounced. This module is the seam: what the queue *does*, in types and the `QueueAdmin`
-//! interface, with no SQL. The SQLite store (`sqlite/`) is its first implementation; nothing
-//! outside a store knows its SQL or its driver.
+//! interface, with no SQL. Two stores sit behind it: a SQLite file (`sqlite/`, one node) and a
+//! PostgreSQL database a fleet of relays shares (`postgres/`); `store` picks one from the
+//! configuration. Nothing outside a store knows its SQL or its driver.
 //!
 //! - Submissions: `SpoolWriter::enqueue` returns once the message is committed; many sessions
 //!   share one commit (group commit), so "250 means durable" costs one fsync per batch.
@@ -9,11 +10,19 @@
 //!   again, so another round reclaims it while running) and records typed outcomes.
 //! - Operators and metrics: `QueueAdmin` lists, shows, counts and steers.
 
+mod batch;
 mod delivery;
+mod delivery_store;
 mod error;
+mod group_commit;
+mod jobs;
+mod maildrop;
 mod message;
+mod postgres;
 mod report;
+mod rows;
 mod sqlite;
+mod store;
 
 use std::future::Future;
 
@@ -21,13 +30,18 @@ pub use crate::model::{BodyType, QueueId};
 pub use delivery::{
     AttemptRecord, AttemptReply, ClaimedMessage, ClaimedRecipient, HeldBy, RecipientState,
 };
+pub use delivery_store::DeliveryStore;
 pub use error::SpoolError;
+pub use group_commit::{SpoolWriter, WriterStats};
+pub use maildrop::Maildrop;
 pub use message::{NewMessage, NewRecipient, Origin};
+pub use postgres::{NodeId, NodeSummary, PgDelivery};
 pub use report::{
     ALL_STATES, AttemptSummary, Filter, MessageDetails, MessageSummary, PENDING_STATES, QueueStats,
     RecipientSummary, Selection, StateCount,
 };
-pub use sqlite::{DeliveryStore, OpenMode, SpoolWriter, SqliteQueue, WriterStats, writable};
+pub use sqlite::{OpenMode, SqliteQueue, writable};
+pub use store::{DaemonSpool, StoreQueue};
 
 /// What operators ask of the queue and how they steer it: `smarthost queue`, `mailq`, the
 /// monitoring check and the metrics endpoint all go through this, never through a store's SQL.

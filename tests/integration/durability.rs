@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use crate::support::*;
 
-#[test]
-fn message_acknowledged_before_kill_9_is_in_the_spool_after_restart() {
-    let work = Workdir::new("");
+on_both_stores!(message_acknowledged_before_kill_9_is_in_the_spool_after_restart);
+
+fn message_acknowledged_before_kill_9_is_in_the_spool_after_restart(store: Store) {
+    let work = Workdir::on(store, "");
     let relay = Relay::start(&work);
     let mut c = RawClient::connect(relay.addr);
     c.start_transaction("cron@example.com", "ops@example.com");
@@ -20,7 +21,7 @@ fn message_acknowledged_before_kill_9_is_in_the_spool_after_restart() {
     let id = queue_id(&reply);
 
     let restarted = Relay::start(&work);
-    let spooled = spooled(&work.spool());
+    let spooled = spooled(&work);
     assert_eq!(spooled.len(), 1);
     assert_eq!(spooled[0].id, id);
     assert_eq!(
@@ -61,7 +62,7 @@ fn sigterm_lets_data_finish_and_refuses_idle_sessions() {
     assert!(sending.command("NOOP").starts_with("421 4.3.2"));
     let status = relay.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
-    let spooled = spooled(&work.spool());
+    let spooled = spooled(&work);
     assert_eq!(spooled.len(), 1);
     assert_eq!(
         spooled[0].body_after_received(),

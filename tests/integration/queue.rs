@@ -56,8 +56,9 @@ fn submit(relay: &Relay, to: &str, subject: &str) -> String {
     queue_id(result["data"][1].as_str().unwrap())
 }
 
-#[test]
-fn operator_steers_a_deferring_queue() {
+on_both_stores!(operator_steers_a_deferring_queue);
+
+fn operator_steers_a_deferring_queue(store: Store) {
     let certs = Certs::new();
     let upstream = Upstream::start(&certs);
     upstream.script(json!({"rcpt": {
@@ -65,7 +66,8 @@ fn operator_steers_a_deferring_queue() {
         "other@example.com": ["451 4.3.0 mailbox busy"],
     }}));
     // Retries an hour apart: only the operator's `retry` makes the daemon try again.
-    let work = delivering_workdir(
+    let work = delivering_workdir_on(
+        store,
         &certs,
         upstream.starttls,
         "starttls",

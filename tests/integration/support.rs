@@ -21,27 +21,52 @@ use tempfile::TempDir;
 pub const BIN: &str = env!("CARGO_BIN_EXE_smarthost");
 const STARTUP_LIMIT: Duration = Duration::from_secs(20);
 
+/// Which store a test's relay keeps its queue in.
+#[derive(Clone, Copy)]
+pub enum Store<'a> {
+    /// The SQLite file at `Workdir::spool`.
+    Sqlite,
+    /// A PostgreSQL server of the test's own; the SQLite file is then the node's maildrop.
+    Postgres(&'a crate::postgres::Postgres),
+}
+
+impl Store<'_> {
+    fn url(&self) -> Option<String> {
+        match self {
+            Store::Sqlite => None,
+            Store::Postgres(pg) => Some(pg.url()),
+        }
+    }
+}
+
 /// A temporary directory with a config file and a spool path in it.
 pub struct Workdir {
     pub dir: TempDir,
+    /// `spool.url`, written into every config of this workdir.
+    store_url: Option<String>,
 }
 
 impl Workdir {
     /// `extra` is appended to a config that names the host `relay.test` and puts the local
     /// hand-off socket in this directory.
     pub fn new(extra: &str) -> Workdir {
+        Workdir::on(Store::Sqlite, extra)
+    }
+
+    /// As `new`, with the queue in `store`.
+    pub fn on(store: Store, extra: &str) -> Workdir {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("sendmail.sock");
-        Workdir::with_socket(dir, &socket, extra)
+        Workdir::with_socket(dir, &socket, extra, store.url())
     }
 
     /// A workdir whose `sendmail` hands off to the daemon listening on `socket`.
     pub fn client_of(socket: &Path, extra: &str) -> Workdir {
-        Workdir::with_socket(tempfile::tempdir().expect("tempdir"), socket, extra)
+        Workdir::with_socket(tempfile::tempdir().expect("tempdir"), socket, extra, None)
     }
 
-    fn with_socket(dir: TempDir, socket: &Path, extra: &str) -> Workdir {
-        let work = Workdir { dir };
+    fn with_socket(dir: TempDir, socket: &Path, extra: &str, store_url: Option<String>) -> Workdir {
+        let work = Workdir { dir, store_url };
         work.write_config_with_socket(&format!("hostname = \"relay.test\"\n{extra}"), socket);
         work
     }
@@ -53,7 +78,10 @@ impl Workdir {
     }
 
     fn write_config_with_socket(&self, text: &str, socket: &Path) {
-        let config = format!("{text}\n[sendmail]\nsocket = \"{}\"\n", socket.display());
+        let mut config = format!("{text}\n[sendmail]\nsocket = \"{}\"\n", socket.display());
+        if let Some(url) = &self.store_url {
+            config.push_str(&format!("[spool]\nurl = \"{url}\"\n"));
+        }
         std::fs::write(self.config(), config).expect("write config");
     }
 
@@ -479,13 +507,39 @@ async fn open_spool(spool: &Path) -> sqlx::SqliteConnection {
         .expect("open spool")
 }
 
+/// Where `smarthost queue` looks: a SQLite spool file (`--spool PATH`), or a workdir's
+/// configured store (its config, which names a PostgreSQL store when it has one).
+pub trait QueueSource {
+    fn queue_args(&self) -> Vec<std::ffi::OsString>;
+}
+
+impl QueueSource for Path {
+    fn queue_args(&self) -> Vec<std::ffi::OsString> {
+        vec!["--spool".into(), self.into()]
+    }
+}
+
+impl QueueSource for PathBuf {
+    fn queue_args(&self) -> Vec<std::ffi::OsString> {
+        self.as_path().queue_args()
+    }
+}
+
+impl QueueSource for Workdir {
+    fn queue_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = self.spool().queue_args();
+        args.extend(["--config".into(), self.config().into()]);
+        args
+    }
+}
+
 /// Runs `smarthost queue ARGS --json` on `spool` (the operator's view, not our own SQL).
-fn queue_json_of(spool: &Path, args: &[&str]) -> Value {
+pub fn queue_json_of(spool: &(impl QueueSource + ?Sized), args: &[&str]) -> Value {
     let output = Command::new(BIN)
         .arg("queue")
         .args(args)
-        .args(["--json", "--spool"])
-        .arg(spool)
+        .arg("--json")
+        .args(spool.queue_args())
         .output()
         .expect("smarthost queue");
     assert!(
@@ -497,7 +551,7 @@ fn queue_json_of(spool: &Path, args: &[&str]) -> Value {
 }
 
 /// Every message in the spool, oldest first, as `queue list --state all --json` lists it.
-fn listed(spool: &Path) -> Vec<Value> {
+fn listed(spool: &(impl QueueSource + ?Sized)) -> Vec<Value> {
     match queue_json_of(spool, &["list", "--state", "all"])["messages"].as_array() {
         Some(messages) => messages.clone(),
         None => Vec::new(),
@@ -505,7 +559,7 @@ fn listed(spool: &Path) -> Vec<Value> {
 }
 
 /// `queue show ID --json --body`.
-fn shown(spool: &Path, id: &str) -> Value {
+fn shown(spool: &(impl QueueSource + ?Sized), id: &str) -> Value {
     queue_json_of(spool, &["show", id, "--body"])
 }
 
@@ -513,14 +567,30 @@ fn text(value: &Value) -> String {
     value.as_str().unwrap_or_default().to_string()
 }
 
+/// (message ID, recipient, state) of every recipient in the spool, as `queue list` shows them.
+pub fn recipient_states(spool: &(impl QueueSource + ?Sized)) -> Vec<(String, String, String)> {
+    listed(spool)
+        .iter()
+        .flat_map(|m| {
+            let id = text(&m["id"]);
+            m["recipients"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |r| (id.clone(), text(&r["address"]), text(&r["state"])))
+        })
+        .collect()
+}
+
 /// The IDs of every message in the spool, oldest first.
-pub fn queued_ids(spool: &Path) -> Vec<String> {
+pub fn queued_ids(spool: &(impl QueueSource + ?Sized)) -> Vec<String> {
     listed(spool).iter().map(|m| text(&m["id"])).collect()
 }
 
 /// Every message in the spool, oldest first. The body is the whole stored message while
 /// something is left to deliver, and its header section afterwards.
-pub fn spooled(spool: &Path) -> Vec<Spooled> {
+pub fn spooled(spool: &(impl QueueSource + ?Sized)) -> Vec<Spooled> {
     listed(spool)
         .iter()
         .map(|m| {
@@ -558,7 +628,7 @@ pub fn spooled(spool: &Path) -> Vec<Spooled> {
 }
 
 /// The stored rewrite decisions of each message, oldest first, one per line.
-pub fn rewrites(spool: &Path) -> Vec<String> {
+pub fn rewrites(spool: &(impl QueueSource + ?Sized)) -> Vec<String> {
     queued_ids(spool)
         .iter()
         .map(|id| {

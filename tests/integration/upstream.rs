@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{Workdir, peer, wait_output};
+use crate::support::{Store, Workdir, peer, wait_output};
 
 pub const USER: &str = "relay";
 pub const PASSWORD: &str = "upstream-s3cret-passw0rd";
@@ -189,7 +189,19 @@ pub fn delivering_workdir(
     top: &str,
     extra_delivery: &str,
 ) -> Workdir {
-    let work = Workdir::new("");
+    delivering_workdir_on(Store::Sqlite, certs, port, tls, top, extra_delivery)
+}
+
+/// As `delivering_workdir`, with the queue in `store`.
+pub fn delivering_workdir_on(
+    store: Store,
+    certs: &Certs,
+    port: u16,
+    tls: &str,
+    top: &str,
+    extra_delivery: &str,
+) -> Workdir {
+    let work = Workdir::on(store, "");
     let password = password_file(work.dir.path(), PASSWORD);
     let delivery = delivery_config(
         &[upstream_table(port, tls, &password, Some(&certs.ca()))],

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::spool::{OpenMode, QueueAdmin, QueueStats, SqliteQueue, now_ms};
+use crate::spool::{OpenMode, QueueAdmin, QueueStats, StoreQueue, now_ms};
 
 pub struct Thresholds {
     pub warn_age: Duration,
@@ -20,7 +20,7 @@ const UNKNOWN: u8 = 3;
 
 pub async fn run(config: &Config, thresholds: Thresholds) -> u8 {
     let stats = async {
-        SqliteQueue::open(&config.spool, OpenMode::Read)
+        StoreQueue::open(&config.spool, OpenMode::Read)
             .await?
             .stats()
             .await

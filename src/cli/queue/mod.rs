@@ -4,6 +4,7 @@
 
 mod check;
 mod list;
+mod nodes;
 mod show;
 mod stats;
 mod steer;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::spool::{self, OpenMode, QueueAdmin, SpoolError, SqliteQueue};
+use crate::spool::{self, OpenMode, QueueAdmin, SpoolError, StoreQueue};
 use crate::sysexits as exit;
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +78,15 @@ pub enum QueueCommand {
     },
     /// Counts and bytes by state, and pending recipients by domain and age (qshape).
     Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The relays sharing a PostgreSQL spool: status, last heartbeat, mail in flight, and
+    /// leases the others took over from them.
+    Nodes {
+        /// Nodes heard from within this long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        within: Duration,
         #[arg(long)]
         json: bool,
     },
@@ -164,13 +174,14 @@ pub fn run(config: &Config, command: QueueCommand) -> ExitCode {
         return ExitCode::from(block_on(check::run(config, thresholds)));
     }
     let mode = match command {
-        QueueCommand::List { .. } | QueueCommand::Show { .. } | QueueCommand::Stats { .. } => {
-            OpenMode::Read
-        }
+        QueueCommand::List { .. }
+        | QueueCommand::Show { .. }
+        | QueueCommand::Stats { .. }
+        | QueueCommand::Nodes { .. } => OpenMode::Read,
         _ => OpenMode::Existing,
     };
     let outcome = block_on(async {
-        let queue = SqliteQueue::open(&config.spool, mode).await?;
+        let queue = StoreQueue::open(&config.spool, mode).await?;
         dispatch(&queue, command).await
     });
     match outcome {
@@ -190,7 +201,7 @@ fn block_on<T>(work: impl Future<Output = T>) -> T {
         .block_on(work)
 }
 
-async fn dispatch(queue: &impl QueueAdmin, command: QueueCommand) -> Result<(), Failure> {
+async fn dispatch(queue: &StoreQueue, command: QueueCommand) -> Result<(), Failure> {
     match command {
         QueueCommand::List {
             state,
@@ -211,6 +222,7 @@ async fn dispatch(queue: &impl QueueAdmin, command: QueueCommand) -> Result<(), 
             yes,
         } => steer::delete(queue, ids, state, older_than, yes).await,
         QueueCommand::Stats { json } => stats::run(queue, json).await,
+        QueueCommand::Nodes { within, json } => nodes::run(queue, within, json).await,
         QueueCommand::Check { .. } => unreachable!("handled before the spool is opened"),
     }
 }

@@ -103,7 +103,7 @@ async fn route(config: &Config) -> Route {
     if let Err(why) = spool::writable(&config.spool.path) {
         return daemon(why);
     }
-    match SpoolWriter::start(&config.spool).await {
+    match SpoolWriter::start_local(&config.spool).await {
         Ok((spool, writer)) => Route {
             queue: Queue::Spool(spool),
             writer: Some(writer),

@@ -7,10 +7,11 @@ use sqlx::SqliteConnection;
 use tokio::sync::Mutex;
 
 use super::open::{OpenMode, open_connection};
-use super::{compact, queries, reserve, steer};
+use super::{compact, maildrop, queries, reserve, steer};
 use crate::config::SpoolConfig;
 use crate::spool::{
-    Filter, MessageDetails, MessageSummary, QueueAdmin, QueueStats, Selection, SpoolError,
+    Filter, MessageDetails, MessageSummary, NewMessage, QueueAdmin, QueueStats, Selection,
+    SpoolError,
 };
 
 pub struct SqliteQueue {
@@ -75,5 +76,39 @@ impl QueueAdmin for SqliteQueue {
         compact::give_freed_pages_back(&mut conn).await;
         reserve::keep(&self.path);
         Ok(deleted)
+    }
+}
+
+/// The maildrop, for the mover (`spool::maildrop`). The mover runs on a spawned task, and
+/// rustc cannot prove the opening's future `Send` (the migrator's nested async bodies,
+/// rust-lang/rust#110338): the daemon opens the maildrop before spawning.
+impl SqliteQueue {
+    /// Opens the spool file as this node's maildrop (creating and migrating it when missing,
+    /// so that `sendmail` finds it).
+    pub(in crate::spool) async fn open_maildrop(
+        config: &SpoolConfig,
+    ) -> Result<SqliteQueue, SpoolError> {
+        let conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
+        Ok(SqliteQueue {
+            conn: Mutex::new(conn),
+            path: config.path.clone(),
+        })
+    }
+
+    /// Forgets messages moved into the shared store (their pages are reused by the next
+    /// `sendmail`; nothing to compact).
+    pub(in crate::spool) async fn forget(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<String>, SpoolError> {
+        steer::delete(&mut *self.conn.lock().await, &Selection::Ids(ids)).await
+    }
+
+    /// Up to `limit` messages still to deliver, as the intake handed them over.
+    pub(in crate::spool) async fn pending(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<NewMessage>, SpoolError> {
+        maildrop::pending(&mut *self.conn.lock().await, limit).await
     }
 }

@@ -1,39 +1,26 @@
-//! The delivery side of the spool: claim due recipients under a lease, record each attempt's
-//! outcome per recipient (with the bounce it produced, in the same transaction), release what
-//! our own configuration held, and forget finished messages after their retention.
+//! Delivery's reads and rare writes on SQLite (lease clearing, releases, purges), on its own
+//! connection beside the spool writer; SQLite serialises the two (WAL, busy timeout).
 //!
 //! A claim is a lease, not a removal: if the daemon dies mid-delivery the lease simply expires
 //! (and is cleared at the next start), so nothing is lost or locked forever.
 
-use std::time::Duration;
-
 use sqlx::SqlitePool;
 use sqlx::sqlite::SqlitePoolOptions;
 
-use super::batch::Counters;
-use super::jobs::{ClaimRequest, Outcome};
+use super::batch::write_counters;
 use super::open::{OpenMode, open_connection};
-use super::writer::SpoolWriter;
 use super::{read_error, write_error};
 use crate::config::SpoolConfig;
-use crate::spool::{AttemptRecord, ClaimedMessage, NewMessage, SpoolError};
+use crate::spool::SpoolError;
+use crate::spool::batch::Counters;
 
-/// Delivery's own connection to the spool, beside the enqueue writer; SQLite serialises the two
-/// (WAL, busy timeout).
 #[derive(Clone)]
-pub struct DeliveryStore {
-    /// For reads and rare writes (lease clearing, releases, purges).
+pub(in crate::spool) struct SqliteDelivery {
     pool: SqlitePool,
-    /// Claims and outcomes go through the spool's one writer, which commits them together
-    /// with new messages: no two writers ever wait on each other's lock.
-    spool: SpoolWriter,
 }
 
-impl DeliveryStore {
-    pub async fn open(
-        config: &SpoolConfig,
-        spool: SpoolWriter,
-    ) -> Result<DeliveryStore, SpoolError> {
+impl SqliteDelivery {
+    pub async fn open(config: &SpoolConfig) -> Result<SqliteDelivery, SpoolError> {
         // Migrate (and create) through the ordinary path first; the pool then reuses the file.
         let conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
         super::open::close_quietly(conn).await;
@@ -47,7 +34,7 @@ impl DeliveryStore {
                 path: config.path.display().to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(DeliveryStore { pool, spool })
+        Ok(SqliteDelivery { pool })
     }
 
     /// At start nobody else is delivering from this spool: every lease is stale.
@@ -73,73 +60,24 @@ impl DeliveryStore {
         Ok(done.rows_affected())
     }
 
-    /// Claims up to `limit` due recipients (oldest due first) for `lease`, grouped by message
-    /// with each message's envelope and body.
-    pub async fn claim(
-        &self,
-        now_ms: i64,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<ClaimedMessage>, SpoolError> {
-        self.spool
-            .claim(ClaimRequest {
-                now_ms,
-                lease,
-                limit,
-            })
-            .await
-    }
-
-    /// Has the spool writer give new messages to `workers` right after their commit, leased
-    /// for `lease`, whenever the queue has room; the rest are claimed as usual.
-    pub fn hand_new_mail_to(
-        &self,
-        workers: &tokio::sync::mpsc::Sender<ClaimedMessage>,
-        lease: Duration,
-    ) {
-        self.spool.hand_off(workers, lease);
-    }
-
-    /// When the earliest not-yet-due recipient becomes due (unix ms), if any.
+    /// When the earliest recipient not claimable now becomes claimable (unix ms), if any: its
+    /// next attempt, or the end of the lease it is under.
     pub async fn next_due(&self) -> Result<Option<i64>, SpoolError> {
         sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'deferred')",
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until + 1, 0))) FROM recipients
+             WHERE state IN ('queued', 'deferred')",
         )
         .fetch_one(&self.pool)
         .await
         .map_err(read_error)
     }
 
-    /// Records one attempt's outcomes for a message's recipients, and the bounce they caused,
-    /// atomically: a bounce is queued exactly when its recipients are marked bounced. What
-    /// delivery changed in the message on the way out (`changes`) joins its rewrite notes,
-    /// once. Returns
-    /// once the spool writer has them; it commits them with the next batch (group commit with
-    /// parallel deliveries and new mail), so the worker goes on without waiting for the disk.
-    pub async fn record(
-        &self,
-        message_id: &str,
-        records: Vec<AttemptRecord>,
-        bounce: Option<NewMessage>,
-        changes: Vec<String>,
-        now_ms: i64,
-    ) -> Result<(), SpoolError> {
-        let outcome = Outcome {
-            message_id: message_id.to_string(),
-            records,
-            bounce,
-            notes: (!changes.is_empty()).then(|| changes.join("\n")),
-            now_ms,
-        };
-        self.spool.record(outcome).await
-    }
-
     /// Adds to a counter outside an attempt (for example a configuration error).
-    pub async fn count(&self, name: &'static str, by: i64) -> Result<(), SpoolError> {
-        let mut counters = Counters::default();
-        counters.add(name, by);
+    pub async fn count(&self, counters: &Counters) -> Result<(), SpoolError> {
         let mut conn = self.pool.acquire().await.map_err(write_error)?;
-        counters.write(&mut conn).await.map_err(write_error)
+        write_counters(&mut conn, counters)
+            .await
+            .map_err(write_error)
     }
 
     /// Deletes messages finished before `before_ms` (their recipients and attempts follow).

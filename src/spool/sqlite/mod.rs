@@ -5,20 +5,20 @@
 mod admin;
 mod batch;
 mod claim;
+mod commit;
 mod compact;
 mod delivery_store;
-mod jobs;
+mod maildrop;
 mod open;
 mod queries;
 mod reserve;
 mod steer;
 mod watermark;
-mod writer;
 
 pub use admin::SqliteQueue;
-pub use delivery_store::DeliveryStore;
+pub(super) use commit::SqliteCommit;
+pub(super) use delivery_store::SqliteDelivery;
 pub use open::{OpenMode, writable};
-pub use writer::{SpoolWriter, WriterStats};
 
 use super::SpoolError;
 

@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
 use crate::spool::SpoolError;
 
-static MIGRATOR: Migrator = sqlx::migrate!();
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -209,21 +209,7 @@ async fn check_schema(conn: &mut SqliteConnection, path: &str) -> Result<(), Spo
                 path: path.to_string(),
                 reason: format!("not a smarthost spool ({e})"),
             })?;
-    let found = found.unwrap_or(0);
-    let known = latest_known();
-    match found.cmp(&known) {
-        std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Greater => Err(SpoolError::NewerSchema {
-            path: path.to_string(),
-            found,
-            known,
-        }),
-        std::cmp::Ordering::Less => Err(SpoolError::OlderSchema {
-            path: path.to_string(),
-            found,
-            known,
-        }),
-    }
+    SpoolError::unless_schema_matches(path, found.unwrap_or(0), latest_known())
 }
 
 fn latest_known() -> i64 {

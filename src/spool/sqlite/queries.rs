@@ -1,20 +1,20 @@
 //! Read-only questions about the queue, for `mailq`, `smarthost queue` and metrics. WAL
-//! readers never block delivery.
+//! readers never block delivery. Columns are named as `spool::rows` reads them.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::read_error;
-use crate::spool::{
-    ALL_STATES, AttemptSummary, Filter, MessageDetails, MessageSummary, QueueStats,
-    RecipientSummary, SpoolError, StateCount,
+use crate::spool::rows::{
+    self, AttemptRow, DetailRow, ListRow, PendingRecipientRow, PendingRow, StateRow,
 };
+use crate::spool::{ALL_STATES, Filter, MessageDetails, MessageSummary, QueueStats, SpoolError};
 
 pub async fn list(
     conn: &mut SqliteConnection,
     filter: &Filter,
 ) -> Result<Vec<MessageSummary>, SpoolError> {
     let states = serde_json::to_string(&filter.states).unwrap_or_else(|_| "[]".into());
-    let rows = sqlx::query(
+    let rows: Vec<ListRow> = sqlx::query_as(
         "SELECT m.id, m.received_at, m.size, m.sender, m.original_sender,
                 r.address, r.original_address, r.state, r.attempts, r.next_attempt_at, r.last_reply, r.held_by
          FROM messages m JOIN recipients r ON r.message_id = m.id
@@ -35,31 +35,7 @@ pub async fn list(
     .fetch_all(conn)
     .await
     .map_err(read_error)?;
-    let mut messages: Vec<MessageSummary> = Vec::new();
-    for row in rows {
-        let id: String = row.get(0);
-        let recipient = RecipientSummary {
-            address: row.get(5),
-            original_address: row.get(6),
-            state: row.get(7),
-            attempts: row.get(8),
-            next_attempt_at_ms: row.get(9),
-            last_reply: row.get(10),
-            held_by: row.get(11),
-        };
-        match messages.last_mut() {
-            Some(message) if message.id == id => message.recipients.push(recipient),
-            _ => messages.push(MessageSummary {
-                id,
-                received_at_ms: row.get(1),
-                size: row.get(2),
-                sender: row.get(3),
-                original_sender: row.get(4),
-                recipients: vec![recipient],
-            }),
-        }
-    }
-    Ok(messages)
+    Ok(rows::summaries(rows))
 }
 
 /// The full IDs starting with `prefix` (case-insensitive), at most a few.
@@ -91,7 +67,7 @@ pub async fn details(
     else {
         return Ok(None);
     };
-    let row = sqlx::query(
+    let row: DetailRow = sqlx::query_as(
         "SELECT m.helo, m.client_addr, m.submitter, m.protocol, m.body_type, m.smtputf8,
                 m.finished_at, m.rewrites, b.data
          FROM messages m LEFT JOIN bodies b ON b.message_id = m.id WHERE m.id = ?1",
@@ -100,101 +76,43 @@ pub async fn details(
     .fetch_one(&mut *conn)
     .await
     .map_err(read_error)?;
-    let attempts = sqlx::query(
-        "SELECT r.address, a.started_at, a.duration_ms, a.upstream, a.reply, a.outcome,
-                a.reply_code, a.reply_enhanced
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT r.address AS recipient, a.started_at, a.duration_ms, a.upstream, a.reply,
+                a.outcome, a.reply_code, a.reply_enhanced
          FROM attempts a JOIN recipients r ON r.id = a.recipient_id
          WHERE r.message_id = ?1 ORDER BY a.id",
     )
     .bind(id)
     .fetch_all(&mut *conn)
     .await
-    .map_err(read_error)?
-    .into_iter()
-    .map(|a| AttemptSummary {
-        recipient: a.get(0),
-        started_at_ms: a.get(1),
-        duration_ms: a.get(2),
-        upstream: a.get(3),
-        reply: a.get(4),
-        outcome: a.get(5),
-        reply_code: a.get(6),
-        reply_enhanced: a.get(7),
-    })
-    .collect();
-    let rewrites: String = row.get(7);
-    let finished_at_ms: Option<i64> = row.get(6);
-    let stored: Option<Vec<u8>> = row.get(8);
-    let stored = stored.unwrap_or_default();
-    let header_end = stored
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|end| end + 2)
-        .unwrap_or(stored.len());
-    let headers = String::from_utf8_lossy(&stored[..header_end]).to_string();
-    Ok(Some(MessageDetails {
-        summary,
-        helo: row.get(0),
-        client_addr: row.get(1),
-        submitter: row.get(2),
-        protocol: row.get(3),
-        body_type: row.get(4),
-        smtputf8: row.get(5),
-        finished_at_ms,
-        rewrites: rewrites.lines().map(String::from).collect(),
-        attempts,
-        headers,
-        body: finished_at_ms.is_none().then_some(stored),
-    }))
+    .map_err(read_error)?;
+    Ok(Some(rows::details(summary, row, attempts)))
 }
 
 pub async fn stats(conn: &mut SqliteConnection) -> Result<QueueStats, SpoolError> {
-    let mut stats = QueueStats::default();
-    let rows = sqlx::query(
-        "SELECT r.state, COUNT(*), COUNT(DISTINCT r.message_id),
+    let states: Vec<StateRow> = sqlx::query_as(
+        "SELECT r.state, COUNT(*) AS recipients, COUNT(DISTINCT r.message_id) AS messages,
                 (SELECT COALESCE(SUM(size), 0) FROM messages WHERE id IN
-                    (SELECT message_id FROM recipients WHERE state = r.state))
+                    (SELECT message_id FROM recipients WHERE state = r.state)) AS bytes
          FROM recipients r GROUP BY r.state",
     )
     .fetch_all(&mut *conn)
     .await
     .map_err(read_error)?;
-    for row in rows {
-        stats.states.insert(
-            row.get(0),
-            StateCount {
-                recipients: row.get(1),
-                messages: row.get(2),
-                bytes: row.get(3),
-            },
-        );
-    }
-    let pending = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(received_at) FROM messages WHERE id IN
+    let pending: PendingRow = sqlx::query_as(
+        "SELECT COUNT(*) AS messages, COALESCE(SUM(size), 0) AS bytes, MIN(received_at) AS oldest
+         FROM messages WHERE id IN
              (SELECT message_id FROM recipients WHERE state IN ('queued', 'deferred', 'held'))",
     )
     .fetch_one(&mut *conn)
     .await
     .map_err(read_error)?;
-    stats.pending_messages = pending.get(0);
-    stats.pending_bytes = pending.get(1);
-    stats.oldest_pending_ms = pending.get(2);
-    stats.pending_recipients = sqlx::query(
+    let recipients: Vec<PendingRecipientRow> = sqlx::query_as(
         "SELECT r.address, m.received_at FROM recipients r JOIN messages m ON m.id = r.message_id
          WHERE r.state IN ('queued', 'deferred', 'held')",
     )
     .fetch_all(&mut *conn)
     .await
-    .map_err(read_error)?
-    .into_iter()
-    .map(|row| {
-        let address: String = row.get(0);
-        let domain = address
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_lowercase())
-            .unwrap_or_else(|| "(local)".into());
-        (domain, row.get(1))
-    })
-    .collect();
-    Ok(stats)
+    .map_err(read_error)?;
+    Ok(rows::stats(states, pending, recipients))
 }

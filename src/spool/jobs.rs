@@ -1,5 +1,5 @@
 //! The work the spool writer is handed besides new messages: delivery outcomes to record and
-//! claims to run.
+//! claims to run. Store-neutral: each store turns them into its own SQL.
 
 use std::time::Duration;
 

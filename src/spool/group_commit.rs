@@ -1,34 +1,28 @@
-//! The single spool writer and its group commit: sessions hand over messages, delivery hands
-//! over its claims and outcomes, all through one channel; the writer takes everything waiting,
-//! writes it in one transaction and answers every sender only after COMMIT returned. While one
-//! commit's fsync runs, the next batch gathers. With one writer, no write ever waits on
-//! SQLite's lock (whose busy handler sleeps in steps of milliseconds).
+//! The single spool writer and its group commit, for either store: sessions hand over
+//! messages, delivery hands over its claims and outcomes, all through one channel; the writer
+//! takes everything waiting, writes it in one transaction and answers every sender only after
+//! COMMIT returned. While one commit runs, the next batch gathers. With one writer per
+//! process, no write of ours waits on another's lock (SQLite's busy handler sleeps in steps of
+//! milliseconds), and a PostgreSQL store sees one connection per node writing.
 //!
 //! Two things keep a message's path short when delivery keeps up:
 //! - A new message is handed straight to a delivery worker when one has room: its recipients
 //!   are born leased in the enqueue transaction, so there is no claim to write and no body to
 //!   read back (Postfix's qmgr likewise takes new mail from the incoming queue at once).
-//! - Only transactions that add messages are fsync'd (`synchronous=FULL`); those that only
-//!   record outcomes or claims commit with `synchronous=NORMAL`, which in WAL mode is just as
-//!   safe against a crashed process and becomes durable with the next FULL commit. A power cut
-//!   can forget the latest outcomes, which means a message delivered again, never one lost
+//! - Only transactions that add messages must reach the disk before anyone is answered; the
+//!   store may commit the others more cheaply (SQLite: `synchronous=NORMAL`). A power cut can
+//!   then forget the latest outcomes, which means a message delivered again, never one lost
 //!   (Postfix, too, removes delivered queue files without an fsync).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::batch::{Batch, ToInsert};
-use super::claim::claim_in;
 use super::jobs::{ClaimRequest, Outcome};
-use super::open::{OpenMode, close_quietly, open_connection};
-use super::reserve;
-use super::watermark::Watermark;
-use super::write_error;
-use crate::config::SpoolConfig;
 use crate::spool::{ClaimedMessage, ClaimedRecipient, NewMessage, SpoolError, now_ms};
 
 /// Most messages in one transaction, and most body bytes: large enough that a busy relay
@@ -131,34 +125,50 @@ pub struct WriterStats {
     pub failed_batches: u64,
 }
 
+/// What a store does for the group commit.
+pub(super) trait CommitStore: Send + 'static {
+    /// Writes the batch's new messages and outcomes in one transaction, on disk before it
+    /// returns when `durable`. Returns the recipients born leased, with their message ids. An
+    /// error means nothing of the batch was written.
+    fn write(
+        &mut self,
+        batch: &Batch<'_>,
+        durable: bool,
+    ) -> impl Future<Output = Result<Vec<(String, ClaimedRecipient)>, SpoolError>> + Send;
+    /// Runs the claims in one transaction of their own, one answer per request.
+    fn claim(
+        &mut self,
+        requests: &[&ClaimRequest],
+    ) -> impl Future<Output = Result<Vec<Vec<ClaimedMessage>>, SpoolError>> + Send;
+    /// A transaction that added submissions has committed.
+    fn committed(&mut self);
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
 impl SpoolWriter {
-    /// Opens (creating and migrating as needed) and starts the writer task. The task ends when
-    /// every `SpoolWriter` handle is dropped, after committing what it already took.
-    pub async fn start(
-        config: &SpoolConfig,
-    ) -> Result<(SpoolWriter, tokio::task::JoinHandle<WriterStats>), SpoolError> {
-        let mut conn = open_connection(&config.path, config.busy_timeout, OpenMode::Write).await?;
-        let watermark = Watermark::open(&config.path, &mut conn).await;
-        reserve::keep(&config.path);
+    /// Starts the writer task on an opened store. The task ends when every `SpoolWriter`
+    /// handle is dropped, after committing what it already took.
+    pub(super) fn spawn<S: CommitStore>(
+        store: S,
+    ) -> (SpoolWriter, tokio::task::JoinHandle<WriterStats>) {
         let (jobs, receiver) = mpsc::channel(MAX_BATCH_MESSAGES * 4);
         let committed = Arc::new(Notify::new());
         let hand_off = Arc::new(Mutex::new(None));
         let writer = Writer {
-            conn,
-            watermark,
+            store,
             committed: committed.clone(),
             hand_off: hand_off.clone(),
             stats: WriterStats::default(),
         };
         let task = tokio::spawn(writer.run(receiver));
-        Ok((
+        (
             SpoolWriter {
                 jobs,
                 hand_off,
                 committed,
             },
             task,
-        ))
+        )
     }
 
     /// Notified after each commit of new messages that delivery did not take directly.
@@ -203,15 +213,14 @@ impl SpoolWriter {
     }
 }
 
-struct Writer {
-    conn: SqliteConnection,
-    watermark: Watermark,
+struct Writer<S> {
+    store: S,
     committed: Arc<Notify>,
     hand_off: Arc<Mutex<Option<HandOff>>>,
     stats: WriterStats,
 }
 
-impl Writer {
+impl<S: CommitStore> Writer<S> {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> WriterStats {
         let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH_MESSAGES);
         let mut open = true;
@@ -231,8 +240,7 @@ impl Writer {
                 self.commit(&mut batch).await;
             }
         }
-        close_quietly(self.conn).await;
-        self.watermark.flush();
+        self.store.close().await;
         self.stats
     }
 
@@ -266,6 +274,14 @@ impl Writer {
                     self.committed.notify_one();
                 }
             }
+            Err(error @ SpoolError::Unavailable(_)) => {
+                permits.clear();
+                self.stats.failed_batches += 1;
+                tracing::error!(jobs = batch.len(), %error, "spool commit failed");
+                for job in batch.drain(..) {
+                    job.fail(error.clone());
+                }
+            }
             Err(error) => {
                 permits.clear();
                 self.stats.failed_batches += 1;
@@ -289,8 +305,7 @@ impl Writer {
         }
     }
 
-    /// Writes every job of the batch: new messages and outcomes in one transaction (one
-    /// script, see `batch`), then claims, if any, in a second one. The first `leased`
+    /// Writes every job of the batch: new messages and outcomes in one transaction, then claims, if any, in a second one. The first `leased`
     /// submissions are born leased until `lease_until`. An error returned means the main
     /// transaction rolled back; claims that fail after it committed fail only themselves, so a
     /// committed message is never reported as failed (and then written twice).
@@ -325,18 +340,12 @@ impl Writer {
                 Job::Claim { request, .. } => claims.push(request),
             }
         }
-        if submissions > 0 {
-            batch.counters.add("enqueue_commits", 1);
-            batch.counters.add("messages_enqueued", submissions as i64);
-        }
+        batch.submissions = submissions;
 
         let started = std::time::Instant::now();
         let mut written = Written::default();
         if !batch.new.is_empty() || !batch.outcomes.is_empty() {
-            let born_leased = batch
-                .write(&mut self.conn, durable)
-                .await
-                .map_err(write_error)?;
+            let born_leased = self.store.write(&batch, durable).await?;
             for (message_id, recipient) in born_leased {
                 written
                     .leased
@@ -346,7 +355,7 @@ impl Writer {
             }
         }
         if !claims.is_empty() {
-            written.claimed = match self.claim(&claims).await {
+            written.claimed = match self.store.claim(&claims).await {
                 Ok(claimed) => claimed.into_iter().map(Ok).collect(),
                 Err(error) => claims.iter().map(|_| Err(error.clone())).collect(),
             };
@@ -354,7 +363,7 @@ impl Writer {
         if submissions > 0 {
             self.stats.commits += 1;
             self.stats.messages += submissions as u64;
-            self.watermark.committed();
+            self.store.committed();
         }
         tracing::debug!(
             jobs = jobs.len(),
@@ -365,25 +374,6 @@ impl Writer {
             "spool commit"
         );
         Ok(written)
-    }
-
-    /// Runs the claims in their own transaction. A claim only sets leases, which the next
-    /// start clears anyway: no fsync needed.
-    async fn claim(
-        &mut self,
-        requests: &[&ClaimRequest],
-    ) -> Result<Vec<Vec<ClaimedMessage>>, SpoolError> {
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut self.conn)
-            .await
-            .map_err(write_error)?;
-        let mut tx = self.conn.begin().await.map_err(write_error)?;
-        let mut claimed = Vec::with_capacity(requests.len());
-        for request in requests {
-            claimed.push(claim_in(&mut tx, request).await.map_err(write_error)?);
-        }
-        tx.commit().await.map_err(write_error)?;
-        Ok(claimed)
     }
 }
 
