@@ -420,6 +420,29 @@ fn kill_9_during_a_delivery_batch_loses_nothing_and_duplicates_only_in_flight(st
     drop(restarted);
 }
 
+on_both_stores!(mail_in_flight_leaves_the_scheduler_idle);
+
+/// A recipient under a lease is not due, even when its attempt time has passed: while a slow
+/// upstream holds the only message, the scheduler waits instead of claiming in a loop.
+fn mail_in_flight_leaves_the_scheduler_idle(store: Store) {
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    upstream.script(json!({"delay_ms": 3000}));
+    let work = delivering_workdir_on(store, &certs, upstream.starttls, "starttls", "", "");
+    let relay =
+        Relay::try_start_env(&work, &[], &[("RUST_LOG", "smarthost=debug")]).expect("relay starts");
+    submit(&relay, &["ops@example.com"], "slow");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = relay.count_logs(&["spool commit"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let during = relay.count_logs(&["spool commit"]) - before;
+    eprintln!("spool transactions in 2 s with one message in flight: {during}");
+    // One claim per poll (the tests' poll_interval is 200 ms), not a busy loop (which made
+    // over a thousand).
+    assert!(during <= 15, "{during} transactions");
+    upstream.wait_for(1, WAIT);
+}
+
 #[test]
 fn rate_cap_spaces_messages() {
     let certs = Certs::new();

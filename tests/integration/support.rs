@@ -301,6 +301,16 @@ impl Relay {
     }
 
     /// Waits (bounded) for a log event whose message and fields contain every `needle`.
+    /// How many log events so far have every one of `needles`.
+    pub fn count_logs(&self, needles: &[&str]) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|event| needles.iter().all(|n| event.to_string().contains(n)))
+            .count()
+    }
+
     pub fn wait_for_log(&self, needles: &[&str]) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
