@@ -82,6 +82,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let wake = spool.commit_signal();
     let fleet = match store.fleet() {
         Some(fleet) => {
+            metrics.set_node(fleet.node().as_str());
             let maildrop = spool::Maildrop::open(&config.spool).await?;
             Some(Fleet::join(fleet, &wake, maildrop, &spool, &stop_rx))
         }

@@ -26,6 +26,10 @@ pub use upstream::{
 
 /// Where `--config` points when it is not given, if the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smarthost/smarthost.toml";
+/// A lease longer than this on a shared spool is worth a warning: it is how long a dead
+/// node's mail waits.
+const FLEET_LEASE_ADVICE: Duration = Duration::from_secs(300);
+
 /// Absolute, so that every caller reaches the same spool from any working directory (cron
 /// runs jobs in the user's home directory).
 pub const DEFAULT_SPOOL_PATH: &str = "/var/spool/smarthost/spool.db";
@@ -250,6 +254,12 @@ impl Config {
         {
             warnings.push(format!(
                 "host name '{hostname}' is internal and neither rewrite.sender_domain nor rewrite.internal_sender is set: local senders such as root@{hostname} are sent as they are, and upstreams will refuse them"
+            ));
+        }
+        if raw.spool.url.is_some() && delivery.lease > FLEET_LEASE_ADVICE {
+            warnings.push(format!(
+                "spool.url is set and delivery.lease is {}: mail a dead or cut-off relay had in flight waits that long before another takes it over; set delivery.lease a little above the longest attempt you expect, and delivery.command_timeout and data_timeout below it (an attempt that outlives its lease may be sent twice, never lost)",
+                humantime::format_duration(delivery.lease)
             ));
         }
         Ok(Config {

@@ -73,6 +73,9 @@ pub trait QueueAdmin {
         &self,
         selection: &Selection,
     ) -> impl Future<Output = Result<u64, SpoolError>> + Send;
+    /// Whether the store answers at all (for `/healthz`: a load balancer steers clients away
+    /// from a relay that cannot reach its store).
+    fn reachable(&self) -> impl Future<Output = Result<(), SpoolError>> + Send;
     /// Deletes the selected messages with their history; returns their IDs.
     fn delete(
         &self,

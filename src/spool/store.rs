@@ -151,6 +151,13 @@ impl QueueAdmin for StoreQueue {
         }
     }
 
+    async fn reachable(&self) -> Result<(), SpoolError> {
+        match self {
+            StoreQueue::Sqlite(queue) => queue.reachable().await,
+            StoreQueue::Postgres(queue) => queue.reachable().await,
+        }
+    }
+
     async fn delete(&self, selection: &Selection) -> Result<Vec<String>, SpoolError> {
         match self {
             StoreQueue::Sqlite(queue) => queue.delete(selection).await,

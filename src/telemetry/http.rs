@@ -67,9 +67,14 @@ async fn answer(
                 metrics.encode(),
             )
         }
-        (Some("GET"), Some("/healthz")) => {
-            ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
-        }
+        (Some("GET"), Some("/healthz")) => match queue.reachable().await {
+            Ok(()) => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
+            Err(error) => (
+                "503 Service Unavailable",
+                "text/plain; charset=utf-8",
+                format!("spool unreachable: {error}\n"),
+            ),
+        },
         (Some("GET"), Some(_)) => (
             "404 Not Found",
             "text/plain; charset=utf-8",

@@ -32,6 +32,11 @@ pub struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabel {
     pub upstream: String,
 }
@@ -50,6 +55,9 @@ pub struct Metrics {
     pub upstream_up: Family<UpstreamLabel, Gauge>,
     /// Transactions whose final reply never came: the message may have been delivered.
     pub outcome_unknown: Family<UpstreamLabel, Counter>,
+    /// 1, labelled with this daemon's node identity on a shared spool: the counters above are
+    /// this node's, the queue gauges the whole fleet's.
+    node: Family<NodeLabel, Gauge>,
     queue: QueueGauges,
 }
 
@@ -81,6 +89,12 @@ impl Metrics {
         let upstream_up = Family::<UpstreamLabel, Gauge>::default();
         let outcome_unknown = Family::<UpstreamLabel, Counter>::default();
         let queue = QueueGauges::default();
+        let node = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "node_info",
+            "This daemon's node identity on a shared spool (the queue gauges are the fleet's)",
+            node.clone(),
+        );
         registry.register("smtp_sessions", "SMTP sessions started", sessions.clone());
         registry.register(
             "messages_accepted",
@@ -142,6 +156,7 @@ impl Metrics {
             queue_seconds,
             upstream_up,
             outcome_unknown,
+            node,
             queue,
         }
     }
@@ -165,6 +180,15 @@ impl Metrics {
                 upstream: upstream.to_string(),
             })
             .inc();
+    }
+
+    /// Names this daemon's node on a shared spool.
+    pub fn set_node(&self, node: &str) {
+        self.node
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .set(1);
     }
 
     pub fn set_upstream_up(&self, upstream: &str, up: bool) {

@@ -423,3 +423,49 @@ fn sendmail_with_daemon_and_store_down_exits_0_and_is_delivered_once() {
     );
     drop(relay);
 }
+
+#[test]
+fn metrics_name_the_node_and_healthz_follows_the_store() {
+    let pg = Postgres::start();
+    let certs = Certs::new();
+    let upstream = Upstream::start(&certs);
+    let work = delivering_workdir_on(
+        Store::Postgres(&pg),
+        &certs,
+        upstream.starttls,
+        "starttls",
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        "",
+    );
+    let (relay, node) = start_nodes(&[&work]).pop().unwrap();
+    let address = relay.wait_for_log(&["metrics listening"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    load(relay.port(), 1, 3);
+    upstream.wait_for(3, WAIT);
+    let scraped = wait_until(WAIT, "the shared queue's gauge", || {
+        let scraped = scrape(&address);
+        (sample(
+            &scraped,
+            "smarthost_queue_recipients",
+            &[("state", "delivered")],
+        ) == Some(3.0))
+        .then_some(scraped)
+    });
+    assert_eq!(
+        sample(&scraped, "smarthost_node_info", &[("node", &node)]),
+        Some(1.0)
+    );
+    assert_eq!(scraped["healthz_status"], 200);
+
+    // A load balancer's health check turns this relay away while its store is gone.
+    pg.stop();
+    let down = scrape(&address);
+    assert_eq!(down["healthz_status"], 503, "{}", down["healthz"]);
+    assert!(down["healthz"].as_str().unwrap().contains("unreachable"));
+    pg.start_server();
+    wait_until(WAIT, "healthy again", || {
+        (scrape(&address)["healthz_status"] == 200).then_some(())
+    });
+}

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Scrape a metrics endpoint with urllib and parse it with the official Prometheus client's
 OpenMetrics parser (independent of smarthost). Prints JSON: {"samples": [[name, labels,
-value], ...], "healthz": body}.
+value], ...], "healthz": body, "healthz_status": HTTP status}.
 
 usage: scrape.py HOST:PORT
 """
 import json
 import sys
+import urllib.error
 import urllib.request
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -21,9 +22,13 @@ def main():
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples.append([sample.name, sample.labels, sample.value])
-    with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
-        healthz = response.read().decode()
-    print(json.dumps({"samples": samples, "healthz": healthz, "content_type": content_type}))
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
+            healthz, healthz_status = response.read().decode(), response.status
+    except urllib.error.HTTPError as error:  # 503: the relay cannot reach its spool
+        healthz, healthz_status = error.read().decode(), error.code
+    print(json.dumps({"samples": samples, "healthz": healthz, "healthz_status": healthz_status,
+                      "content_type": content_type}))
 
 
 if __name__ == "__main__":

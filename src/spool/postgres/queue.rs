@@ -217,6 +217,14 @@ impl QueueAdmin for PgQueue {
         .await
     }
 
+    async fn reachable(&self) -> Result<(), SpoolError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(read_error)?;
+        Ok(())
+    }
+
     async fn delete(&self, selection: &Selection) -> Result<Vec<String>, SpoolError> {
         let (ids, state, before) = parameters(selection);
         let sql = format!(

@@ -62,6 +62,14 @@ impl QueueAdmin for SqliteQueue {
         steer::release(&mut *self.conn.lock().await, selection).await
     }
 
+    async fn reachable(&self) -> Result<(), SpoolError> {
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.conn.lock().await)
+            .await
+            .map_err(|e| SpoolError::Read(e.to_string()))?;
+        Ok(())
+    }
+
     /// Deletes, even on a full disk: the spool's reserve is given up to make room for the
     /// delete's own writes, the freed pages go back to the file system, and the reserve is
     /// taken again from them.
