@@ -3,9 +3,12 @@
 
 For each scenario and each of at least three rounds it measures, alternating, the ceiling
 (smtp-source -> smtp-sink), Postfix as the relay (smtp-source -> Postfix -> smtp-sink) and
-smarthost as the relay (smtp-source -> smarthost -> smtp-sink, upstream TLS off, loopback).
-Figures are medians. Everything runs on 127.0.0.1; every process started is stopped by PID;
-every wait is bounded.
+smarthost as the relay (smtp-source -> smarthost -> smtp-sink, upstream TLS off, loopback),
+on its SQLite spool and, for the 1- and 20-session scenarios, on a private PostgreSQL
+(initdb into the work directory, Unix socket only, default durability: fsync and
+synchronous_commit on) as one node and as two nodes sharing it (smtp-source split between
+them). Figures are medians. Everything runs on 127.0.0.1; every process started is stopped
+by PID; every wait is bounded.
 
 usage: bench.py --smarthost target/release/smarthost [--quick] [--out DIR]
 Prints a Markdown table and writes results.md and results.json to --out.
@@ -51,6 +54,7 @@ max_connections = 1000
 max_connections_per_ip = 1000
 [spool]
 path = "{dir}/spool.db"
+{spool_url}
 [delivery]
 connections = {connections}
 [[upstream]]
@@ -143,6 +147,10 @@ class Postfix:
             log = (self.dir / "maillog").read_text() if (self.dir / "maillog").exists() else ""
             raise RuntimeError(f"postfix did not start: {started.stderr}{log[-2000:]}")
         wait_listening(self.port)
+        self.ports = [self.port]
+
+    def store_pids(self):
+        return []
 
     def pids(self):
         try:
@@ -158,13 +166,16 @@ class Postfix:
 
 
 class Smarthost:
-    def __init__(self, binary, workdir, sink_port, connections):
-        self.dir = workdir / "smarthost"
+    def __init__(self, binary, workdir, sink_port, connections, url=None, name="smarthost"):
+        self.dir = workdir / name
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.port = free_port()
+        self.ports = [self.port]
         config = self.dir / "smarthost.toml"
-        config.write_text(SMARTHOST_CONFIG.format(port=self.port, dir=self.dir, sink=sink_port, connections=connections))
+        spool_url = f'url = "{url}"' if url else ""
+        config.write_text(SMARTHOST_CONFIG.format(port=self.port, dir=self.dir, sink=sink_port,
+                                                  connections=connections, spool_url=spool_url))
         self.process = subprocess.Popen(
             [binary, "--config", str(config), "serve"],
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "w"), env={"RUST_LOG": "warn", **os.environ})
@@ -173,8 +184,85 @@ class Smarthost:
     def pids(self):
         return [self.process.pid]
 
+    def store_pids(self):
+        return []
+
     def close(self):
         stop(self.process)
+
+
+PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+class Postgres:
+    """A private PostgreSQL server in the work directory: initdb as the postgres user (it
+    refuses root), listening on a Unix socket only, stopped by the PID in postmaster.pid."""
+
+    def __init__(self, workdir):
+        if not PG_BIN:
+            raise RuntimeError("no PostgreSQL server (apt-get install postgresql)")
+        self.bin = PG_BIN[-1].parent
+        self.dir = workdir / "postgres"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.port = free_port()
+        self._as_postgres([self.bin / "initdb", "--no-sync", "--auth=trust", "--username=postgres",
+                           "--encoding=UTF8", "-D", self.dir / "data"])
+        options = f"-c listen_addresses='' -k {self.dir} -p {self.port} -c max_connections=100"
+        self._as_postgres([self.bin / "pg_ctl", "start", "-w", "-t", "30", "-D", self.dir / "data",
+                           "-l", self.dir / "server.log", "-o", options])
+        self.url = f"postgresql://postgres@{str(self.dir).replace('/', '%2F')}:{self.port}/smarthost"
+
+    def _as_postgres(self, command):
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(prefix + [str(c) for c in command], check=True, capture_output=True, timeout=60)
+
+    def fresh_database(self):
+        subprocess.run([self.bin / "psql", "-X", "-q", "-h", str(self.dir), "-p", str(self.port), "-U", "postgres",
+                        "-d", "postgres", "-c", "DROP DATABASE IF EXISTS smarthost WITH (FORCE)",
+                        "-c", "CREATE DATABASE smarthost"], check=True, capture_output=True, timeout=60)
+
+    def pids(self):
+        try:
+            master = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
+        return [master] + [int(p) for p in out.split()]
+
+    def close(self):
+        for pid in self.pids()[:1]:
+            os.kill(pid, signal.SIGQUIT)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except OSError:
+                    break
+                time.sleep(0.05)
+
+
+class SmarthostFleet:
+    """`nodes` smarthost daemons sharing one PostgreSQL spool (a fresh database each run)."""
+
+    def __init__(self, binary, workdir, sink_port, connections, pg, nodes):
+        pg.fresh_database()
+        self.pg = pg
+        self.nodes = []
+        for i in range(nodes):
+            self.nodes.append(Smarthost(binary, workdir, sink_port, connections, url=pg.url, name=f"node{i}"))
+        self.ports = [node.port for node in self.nodes]
+
+    def pids(self):
+        return [pid for node in self.nodes for pid in node.pids()]
+
+    def store_pids(self):
+        return self.pg.pids()
+
+    def close(self):
+        for node in self.nodes:
+            node.close()
 
 
 def proc_stat(pids):
@@ -192,20 +280,25 @@ def proc_stat(pids):
 
 
 def run_once(target, relay, sink, sessions, messages, size, limit):
-    """smtp-source into the relay's port; returns the measured figures."""
-    port = relay.port if relay else sink.port
+    """smtp-source into the relay's port (split between a fleet's nodes); returns the measured
+    figures."""
+    ports = relay.ports if relay else [sink.port]
+    store_of = relay.store_pids if relay else list
     before = sink.count()
     cpu_before, _ = proc_stat(relay.pids()) if relay else (0.0, 0)
+    store_pids = store_of()
+    store_cpu_before, _ = proc_stat(store_pids)
     peak_rss = 0
     start = time.monotonic()
-    source = subprocess.Popen(
-        ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size), "-d",
-         "-f", "bench@bench.test", "-t", "sink@bench.test", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sources = [subprocess.Popen(
+        ["smtp-source", "-s", str(max(1, sessions // len(ports))), "-m", str(messages // len(ports)),
+         "-l", str(size), "-d", "-f", "bench@bench.test", "-t", "sink@bench.test", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for port in ports]
+    messages = messages // len(ports) * len(ports)
     accepted_at = None
     deadline = start + limit
     while time.monotonic() < deadline:
-        if accepted_at is None and source.poll() is not None:
+        if accepted_at is None and all(source.poll() is not None for source in sources):
             accepted_at = time.monotonic()
         if relay:
             peak_rss = max(peak_rss, proc_stat(relay.pids())[1])
@@ -215,9 +308,13 @@ def run_once(target, relay, sink, sessions, messages, size, limit):
     done_at = time.monotonic()
     delivered = sink.count() - before
     if accepted_at is None:
-        stop(source)
+        for source in sources:
+            stop(source)
         accepted_at = done_at
     cpu_after, _ = proc_stat(relay.pids()) if relay else (0.0, 0)
+    # The store's share: PostgreSQL's backends come and go with the connections, so this
+    # counts the ones still alive (the nodes keep theirs open).
+    store_cpu_after, _ = proc_stat(store_of())
     return {
         "target": target,
         "accept_rate": messages / max(accepted_at - start, 1e-6),
@@ -226,6 +323,7 @@ def run_once(target, relay, sink, sessions, messages, size, limit):
         "complete": delivered >= messages,
         "peak_rss_mib": peak_rss / 2**20,
         "cpu_s_per_1000": (cpu_after - cpu_before) / max(messages, 1) * 1000 if relay else 0.0,
+        "store_cpu_s_per_1000": max(store_cpu_after - store_cpu_before, 0.0) / max(messages, 1) * 1000,
     }
 
 
@@ -339,6 +437,8 @@ def main():
     parser.add_argument("--smarthost", required=True)
     parser.add_argument("--quick", action="store_true", help="fewer messages and rounds")
     parser.add_argument("--out", default="bench-results")
+    parser.add_argument("--no-postgres", action="store_true",
+                        help="skip smarthost on PostgreSQL (say, to compare with a build from before it)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,27 +447,34 @@ def main():
     workdir.chmod(0o755)
     rounds = 1 if args.quick else 3
     scale = 5 if args.quick else 1
+    # (name, sessions, messages, size, whether smarthost on PostgreSQL runs it too)
     scenarios = [
-        ("1 session x 1 KiB", 1, 2000 // scale, 1024),
-        ("20 sessions x 1 KiB", 20, 20000 // scale, 1024),
-        ("100 sessions x 1 KiB", 100, 20000 // scale, 1024),
-        ("20 sessions x 100 KiB", 20, 2000 // scale, 100 * 1024),
+        ("1 session x 1 KiB", 1, 2000 // scale, 1024, True),
+        ("20 sessions x 1 KiB", 20, 20000 // scale, 1024, True),
+        ("100 sessions x 1 KiB", 100, 20000 // scale, 1024, False),
+        ("20 sessions x 100 KiB", 20, 2000 // scale, 100 * 1024, False),
     ]
     results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                "scenarios": {}}
     sink = Sink(workdir)
+    pg = None if args.no_postgres else Postgres(workdir)
     try:
-        for name, sessions, messages, size in scenarios:
-            runs = {"ceiling": [], "postfix": [], "smarthost": []}
+        for name, sessions, messages, size, on_postgres in scenarios:
+            targets = ["ceiling", "postfix", "smarthost"] + (["smarthost-pg", "smarthost-pg2"] if on_postgres and pg else [])
+            runs = {target: [] for target in targets}
             limit = max(120, messages / 50)
             for _ in range(rounds):
-                for target in ("ceiling", "postfix", "smarthost"):
+                for target in targets:
                     relay = None
                     try:
                         if target == "postfix":
                             relay = Postfix(workdir, sink.port)
                         elif target == "smarthost":
                             relay = Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
+                        elif target == "smarthost-pg":
+                            relay = SmarthostFleet(args.smarthost, workdir, sink.port, CONNECTIONS, pg, 1)
+                        elif target == "smarthost-pg2":
+                            relay = SmarthostFleet(args.smarthost, workdir, sink.port, CONNECTIONS, pg, 2)
                         runs[target].append(run_once(target, relay, sink, sessions, messages, size, limit))
                     finally:
                         if relay:
@@ -375,7 +482,8 @@ def main():
             summary = {}
             for target, samples in runs.items():
                 summary[target] = {key: statistics.median(s[key] for s in samples)
-                                   for key in ("accept_rate", "e2e_rate", "peak_rss_mib", "cpu_s_per_1000")}
+                                   for key in ("accept_rate", "e2e_rate", "peak_rss_mib", "cpu_s_per_1000",
+                                               "store_cpu_s_per_1000")}
                 summary[target]["complete"] = all(s["complete"] for s in samples)
             results["scenarios"][name] = summary
             print(f"{name}: " + ", ".join(f"{t} {v['e2e_rate']:.0f}/s" for t, v in summary.items()), flush=True)
@@ -401,6 +509,8 @@ def main():
         results["burst"] = burst(args.smarthost, workdir, 100_000 // scale)
     finally:
         sink.close()
+        if pg:
+            pg.close()
         shutil.rmtree(workdir, ignore_errors=True)
     table = render(results)
     print(table)
@@ -418,6 +528,18 @@ def render(results):
             f"| {name} | {c['e2e_rate']:.0f} | {p['accept_rate']:.0f} | {p['e2e_rate']:.0f} | {h['accept_rate']:.0f} | "
             f"{h['e2e_rate']:.0f} | {h['e2e_rate'] / max(p['e2e_rate'], 1e-9):.2f} | {h['e2e_rate'] / max(c['e2e_rate'], 1e-9):.2f} | "
             f"{p['peak_rss_mib']:.0f}, {h['peak_rss_mib']:.0f} | {p['cpu_s_per_1000']:.2f}, {h['cpu_s_per_1000']:.2f} |")
+    fleet = [(name, s) for name, s in results["scenarios"].items() if "smarthost-pg" in s]
+    if fleet:
+        lines += ["", "smarthost on PostgreSQL (a private server on this machine, fsync and synchronous_commit on):", "",
+                  "| scenario | SQLite e2e/s | PostgreSQL, 1 node e2e/s | PostgreSQL, 2 nodes e2e/s | 1 node/Postfix | 2 nodes/Postfix | relay CPU s/1000 (1 node, 2 nodes) | PostgreSQL CPU s/1000 (1 node, 2 nodes) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, s in fleet:
+            p, one, two = s["postfix"], s["smarthost-pg"], s["smarthost-pg2"]
+            lines.append(
+                f"| {name} | {s['smarthost']['e2e_rate']:.0f} | {one['e2e_rate']:.0f} | {two['e2e_rate']:.0f} | "
+                f"{one['e2e_rate'] / max(p['e2e_rate'], 1e-9):.2f} | {two['e2e_rate'] / max(p['e2e_rate'], 1e-9):.2f} | "
+                f"{one['cpu_s_per_1000']:.2f}, {two['cpu_s_per_1000']:.2f} | "
+                f"{one['store_cpu_s_per_1000']:.2f}, {two['store_cpu_s_per_1000']:.2f} |")
     if "latency_ms" in results:
         lat = results["latency_ms"]
         lines.append("")

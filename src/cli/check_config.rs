@@ -14,7 +14,16 @@ pub fn run(path: Option<PathBuf>, spool: Option<PathBuf>) -> ExitCode {
             println!("  hostname:         {}", config.hostname);
             println!("  listen:           {}", config.smtp.listen);
             println!("  trusted networks: {}", networks.join(", "));
-            println!("  spool:            {}", config.spool.path.display());
+            match &config.spool.url {
+                Some(url) => {
+                    println!(
+                        "  spool:            {} (shared)",
+                        crate::spool::redacted_url(url)
+                    );
+                    println!("  maildrop:         {}", config.spool.path.display());
+                }
+                None => println!("  spool:            {}", config.spool.path.display()),
+            }
             for upstream in &config.delivery.upstreams {
                 let how = match &upstream.transport {
                     Transport::Smtp(server) => {

@@ -555,6 +555,10 @@ mod tests {
             ("[smtp]\nlisten_port = 25", "unknown field `listen_port`"),
             ("[spol]\npath = \"x\"", "unknown field `spol`"),
             ("[spool]\npath = \"var/spool.db\"", "spool.path"),
+            (
+                "[spool]\nurl = \"mysql://db/mail\"",
+                "spool.url`: must be a PostgreSQL URL",
+            ),
             ("[sendmail]\nsocket = \"s.sock\"", "sendmail.socket"),
             ("hostname = \"bad name\"", "hostname"),
             (
@@ -597,5 +601,20 @@ mod tests {
         .unwrap();
         let nets = config.smtp.trusted_networks.to_strings();
         assert_eq!(nets, ["10.1.2.3/32", "fd00::1/128"]);
+    }
+
+    #[test]
+    fn a_shared_spool_with_the_default_lease_is_warned_about() {
+        let shared = "hostname = \"h.example\"\n[spool]\nurl = \"postgresql://relay@db/mail\"\n";
+        let warned = |text: &str| {
+            Config::from_toml(text)
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.contains("delivery.lease"))
+        };
+        assert!(warned(shared));
+        assert!(!warned(&format!("{shared}[delivery]\nlease = \"2m\"\n")));
+        assert!(!warned("hostname = \"h.example\"\n"));
     }
 }

@@ -61,8 +61,10 @@ struct RecipientRow<'a> {
 
 impl NewRows {
     pub fn build<'a>(new: impl IntoIterator<Item = &'a ToInsert<'a>>) -> NewRows {
-        let mut bodies = Vec::new();
-        let mut messages = Vec::new();
+        let new: Vec<&ToInsert> = new.into_iter().collect();
+        // One allocation for every body: growing it would copy the bodies again and again.
+        let mut bodies = Vec::with_capacity(new.iter().map(|n| n.message.body.len()).sum());
+        let mut messages = Vec::with_capacity(new.len());
         for ToInsert {
             message: m,
             lease_until,

@@ -35,7 +35,7 @@ pub use error::SpoolError;
 pub use group_commit::{SpoolWriter, WriterStats};
 pub use maildrop::Maildrop;
 pub use message::{NewMessage, NewRecipient, Origin};
-pub use postgres::{NodeId, NodeSummary, PgDelivery};
+pub use postgres::{NodeId, NodeSummary, PgDelivery, redacted as redacted_url};
 pub use report::{
     ALL_STATES, AttemptSummary, Filter, MessageDetails, MessageSummary, PENDING_STATES, QueueStats,
     RecipientSummary, Selection, StateCount,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::delivery_store::Direct;
-use super::postgres::{NodeId, NodeSummary, PgCommit, PgDelivery, PgQueue};
+use super::postgres::{NodeId, NodeSummary, PgCommit, PgDelivery, PgQueue, Role};
 use super::sqlite::{SqliteCommit, SqliteDelivery, SqliteQueue};
 use super::{
     DeliveryStore, Filter, MessageDetails, MessageSummary, OpenMode, QueueAdmin, QueueStats,
@@ -45,9 +45,9 @@ impl DaemonSpool {
                 let pool = |connections, mode, role| {
                     super::postgres::pool(url, connections, config.busy_timeout, mode, role)
                 };
-                let writer_pool = pool(1, OpenMode::Write, "writer").await?;
+                let writer_pool = pool(1, OpenMode::Write, Role::Writer).await?;
                 let delivery_pool =
-                    pool(DELIVERY_CONNECTIONS, OpenMode::Existing, "delivery").await?;
+                    pool(DELIVERY_CONNECTIONS, OpenMode::Existing, Role::Delivery).await?;
                 let node = NodeId::generate();
                 super::postgres::register(&delivery_pool, &node).await?;
                 tracing::info!(%node, store = %super::postgres::redacted(url), "joined the shared spool");

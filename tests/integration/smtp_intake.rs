@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-#[test]
-fn smtplib_message_is_spooled_byte_exact_with_envelope() {
-    let work = Workdir::new("");
+on_both_stores!(smtplib_message_is_spooled_byte_exact_with_envelope);
+
+fn smtplib_message_is_spooled_byte_exact_with_envelope(store: Store) {
+    let work = Workdir::on(store, "");
     let relay = Relay::start(&work);
     let message = "From: App <app@example.com>\r\nTo: ops@example.com\r\nDate: Sun, 22 Nov 2026 22:00:00 +0000\r\nMessage-ID: <t1@example.com>\r\nSubject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n\r\n.leading dot on a body line\r\n..two dots\r\n8-bit: gr\u{fc}\u{df}e\r\n\r\nlast line\r\n";
     let result = smtplib_send(
@@ -22,7 +23,7 @@ fn smtplib_message_is_spooled_byte_exact_with_envelope() {
     assert!(reply.starts_with("2.0.0 Ok: queued as "), "{reply}");
     let id = queue_id(reply);
 
-    let spooled = spooled(&work.spool());
+    let spooled = spooled(&work);
     assert_eq!(spooled.len(), 1);
     let m = &spooled[0];
     assert_eq!(m.id, id);

@@ -17,7 +17,8 @@ pub(super) use commit::PgCommit;
 pub use delivery::PgDelivery;
 pub(in crate::spool) use node::register;
 pub use node::{NodeId, NodeSummary};
-pub(in crate::spool) use open::{pool, redacted};
+pub use open::redacted;
+pub(in crate::spool) use open::{Role, pool};
 pub use queue::PgQueue;
 
 use super::SpoolError;

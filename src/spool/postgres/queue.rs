@@ -5,7 +5,7 @@
 use sqlx::PgPool;
 
 use super::node::{self, NodeSummary};
-use super::open::pool;
+use super::open::{Role, pool};
 use super::{DUE_CHANNEL, read_error, write_error};
 use crate::config::SpoolConfig;
 use crate::spool::rows::{
@@ -26,7 +26,7 @@ impl PgQueue {
         url: &str,
         mode: OpenMode,
     ) -> Result<PgQueue, SpoolError> {
-        let pool = pool(url, 2, config.busy_timeout, mode, "queue").await?;
+        let pool = pool(url, 2, config.busy_timeout, mode, Role::Queue).await?;
         Ok(PgQueue { pool })
     }
 
