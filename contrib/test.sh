@@ -3,7 +3,8 @@
 # swaks (Debian) for `sendmail -bs` and as a TLS/AUTH client (with libio-socket-ssl-perl);
 # msmtp (Debian; the client, not msmtp-mta) as another TLS/AUTH client; nmap (Debian) for its
 # smtp-open-relay probe; testssl.sh (Debian) to rate the TLS listeners; knot (Debian) as the
-# DNS server for preflight; python3 for smtplib clients and sqlite3 locking; postfix and
+# DNS server for preflight; python3-spf (Debian: pyspf, with python3-dnspython) as the
+# reference SPF evaluator preflight's verdicts are compared with; python3 for smtplib clients and sqlite3 locking; postfix and
 # sasl2-bin (Debian) for a private Postfix upstream with SASL AUTH (started from its own
 # config directory: the package is installed with "No configuration", so no system MTA is
 # set up or started);
@@ -24,6 +25,8 @@ command -v knotd >/dev/null 2>&1 || missing+=(knot)
 command -v smtp-sink >/dev/null 2>&1 || missing+=(postfix)
 command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# pyspf, the reference SPF evaluator, for Debian's own /usr/bin/python3.
+/usr/bin/python3 -c "import spf, dns.resolver" 2>/dev/null || missing+=(python3-spf python3-dnspython)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

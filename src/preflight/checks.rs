@@ -302,10 +302,7 @@ pub async fn dmarc(dns: &Dns, domain: &str) -> Check {
         "add TXT {name}. \"v=DMARC1; p=none; rua=mailto:dmarc@{domain}\" and tighten p= later"
     );
     let records: Vec<String> = match dns.txt(&name).await {
-        Answer::Records(records) => records
-            .into_iter()
-            .filter(|r| r.to_ascii_lowercase().starts_with("v=dmarc1"))
-            .collect(),
+        Answer::Records(records) => records.into_iter().filter(|r| is_dmarc(r)).collect(),
         Answer::NoRecords | Answer::NxDomain => Vec::new(),
         Answer::Failed(reason) => {
             return Check::warn(
@@ -331,6 +328,23 @@ pub async fn dmarc(dns: &Dns, domain: &str) -> Check {
             "keep exactly one",
         ),
     }
+}
+
+/// RFC 7489 6.4: `dmarc-version = "v" *WSP "=" *WSP %x44.4d.41.52.43.31`, the first tag:
+/// the value is case-sensitive, so `v=dmarc1` is not a DMARC record (and receivers skip it).
+fn is_dmarc(text: &str) -> bool {
+    let wsp = |c: char| c == ' ' || c == '\t';
+    let Some(rest) = text.strip_prefix(['v', 'V']) else {
+        return false;
+    };
+    let Some(rest) = rest.trim_start_matches(wsp).strip_prefix('=') else {
+        return false;
+    };
+    let Some(rest) = rest.trim_start_matches(wsp).strip_prefix("DMARC1") else {
+        return false;
+    };
+    let rest = rest.trim_start_matches(wsp);
+    rest.is_empty() || rest.starts_with(';')
 }
 
 /// The p= tag as written (mail-auth's parsed policy has no Display).
@@ -464,6 +478,20 @@ mod tests {
         assert_eq!(relay(&public).status, Status::Fail);
         let vpc = config("[smtp]\nlisten = \"0.0.0.0:25\"\ntrusted_networks = [\"10.0.0.0/16\"]");
         assert_eq!(relay(&vpc).status, Status::Pass);
+    }
+
+    #[test]
+    fn dmarc_version_is_exact_and_first() {
+        assert!(is_dmarc("v=DMARC1; p=reject"));
+        assert!(is_dmarc("v = DMARC1;p=none"));
+        assert!(is_dmarc("V=DMARC1"));
+        assert!(
+            !is_dmarc("v=dmarc1; p=reject"),
+            "the value is case-sensitive"
+        );
+        assert!(!is_dmarc("p=reject; v=DMARC1"), "v= must come first");
+        assert!(!is_dmarc("v=DMARC10; p=none"));
+        assert!(!is_dmarc(" v=DMARC1; p=none"));
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
-use mail_auth::MessageAuthenticator;
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,9 +22,9 @@ pub enum Answer<T> {
     Failed(String),
 }
 
-/// The resolver, shared with mail-auth's SPF evaluation so both ask the same servers.
+/// The resolver every check asks.
 pub struct Dns {
-    pub authenticator: MessageAuthenticator,
+    resolver: TokioResolver,
     timeout: Duration,
 }
 
@@ -34,10 +34,10 @@ impl Dns {
         options.timeout = timeout;
         options.attempts = 1;
         options.cache_size = 256;
-        let authenticator = if nameservers.is_empty() {
+        let config = if nameservers.is_empty() {
             let (config, _) = hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?;
-            MessageAuthenticator::new(config, options)
+            config
         } else {
             let servers = nameservers
                 .iter()
@@ -49,17 +49,13 @@ impl Dns {
                     server
                 })
                 .collect();
-            MessageAuthenticator::new(ResolverConfig::from_parts(None, vec![], servers), options)
-        }
-        .map_err(|e| format!("cannot set up DNS: {e}"))?;
-        Ok(Dns {
-            authenticator,
-            timeout,
-        })
-    }
-
-    fn resolver(&self) -> &TokioResolver {
-        self.authenticator.resolver()
+            ResolverConfig::from_parts(None, vec![], servers)
+        };
+        let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(options)
+            .build()
+            .map_err(|e| format!("cannot set up DNS: {e}"))?;
+        Ok(Dns { resolver, timeout })
     }
 
     async fn lookup<T>(
@@ -74,11 +70,8 @@ impl Dns {
         } else {
             format!("{name}.")
         };
-        let lookup = tokio::time::timeout(
-            self.timeout * 2,
-            self.resolver().lookup(fqdn.as_str(), kind),
-        )
-        .await;
+        let lookup =
+            tokio::time::timeout(self.timeout * 2, self.resolver.lookup(fqdn.as_str(), kind)).await;
         match lookup {
             Err(_) => Answer::Failed(format!("no answer within {:?}", self.timeout * 2)),
             Ok(Err(error)) if error.is_nx_domain() => Answer::NxDomain,
@@ -125,21 +118,27 @@ impl Dns {
         .await
     }
 
+    /// A records.
+    pub async fn a(&self, name: &str) -> Answer<IpAddr> {
+        self.lookup(name, RecordType::A, |data| match data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// AAAA records.
+    pub async fn aaaa(&self, name: &str) -> Answer<IpAddr> {
+        self.lookup(name, RecordType::AAAA, |data| match data {
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .await
+    }
+
     /// A and AAAA addresses together.
     pub async fn addresses(&self, name: &str) -> Answer<IpAddr> {
-        let v4 = self
-            .lookup(name, RecordType::A, |data| match data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                _ => None,
-            })
-            .await;
-        let v6 = self
-            .lookup(name, RecordType::AAAA, |data| match data {
-                RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
-                _ => None,
-            })
-            .await;
-        match (v4, v6) {
+        match (self.a(name).await, self.aaaa(name).await) {
             (Answer::Records(mut a), Answer::Records(b)) => {
                 a.extend(b);
                 Answer::Records(a)

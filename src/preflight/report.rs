@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use super::spf::Evaluation;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
@@ -21,6 +23,9 @@ pub struct Check {
     /// The record to add or the key to set; only for WARN and FAIL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The `check_host` runs behind an SPF finding: address, result, lookups, voids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spf: Vec<Evaluation>,
 }
 
 impl Check {
@@ -50,7 +55,14 @@ impl Check {
             status,
             found,
             fix,
+            spf: Vec::new(),
         }
+    }
+
+    /// The same finding, with the SPF evaluations it rests on.
+    pub fn with_evaluations(mut self, evaluations: Vec<Evaluation>) -> Check {
+        self.spf = evaluations;
+        self
     }
 
     /// The same finding, but no worse than a warning (for checks that do not decide delivery).

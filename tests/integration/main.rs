@@ -43,5 +43,6 @@ mod sendmail;
 mod ses_api;
 mod ses_credentials;
 mod smtp_intake;
+mod spf_reference;
 mod support;
 mod upstream;

@@ -59,18 +59,31 @@ pub struct Knot {
 }
 
 impl Knot {
+    /// The zones of this file's tests.
     pub fn start() -> Knot {
-        let dir = tempfile::tempdir().unwrap();
         let mut zone = ZONE.to_string();
         for n in 1..=10 {
             zone.push_str(&format!("l{n} TXT \"v=spf1 -all\"\n"));
         }
-        std::fs::write(dir.path().join("test.zone"), zone).unwrap();
-        std::fs::write(dir.path().join("113.0.203.in-addr.arpa.zone"), REVERSE_ZONE).unwrap();
+        Knot::serving(&[
+            ("test.", zone),
+            ("113.0.203.in-addr.arpa.", REVERSE_ZONE.to_string()),
+        ])
+    }
+
+    /// Serves each `(origin, zone text)`. A zone whose text does not load is still
+    /// configured, so Knot answers SERVFAIL for names in it.
+    pub fn serving(zones: &[(&str, String)]) -> Knot {
+        let dir = tempfile::tempdir().unwrap();
+        let mut zone_list = String::new();
+        for (origin, text) in zones {
+            std::fs::write(dir.path().join(format!("{origin}zone")), text).unwrap();
+            zone_list.push_str(&format!("  - domain: {origin}\n"));
+        }
         let port = free_udp_and_tcp_port();
         let d = dir.path().display();
         let config = format!(
-            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\ndatabase:\n    storage: {d}\nlog:\n  - target: stderr\n    any: warning\ntemplate:\n  - id: default\n    storage: {d}\n    file: \"%s.zone\"\nzone:\n  - domain: test.\n  - domain: 113.0.203.in-addr.arpa.\n"
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\ndatabase:\n    storage: {d}\nlog:\n  - target: stderr\n    any: warning\ntemplate:\n  - id: default\n    storage: {d}\n    file: \"%s.zone\"\nzone:\n{zone_list}"
         );
         std::fs::write(dir.path().join("knot.conf"), config).unwrap();
         let child = Command::new("knotd")
@@ -113,7 +126,7 @@ fn free_udp_and_tcp_port() -> u16 {
 }
 
 /// Runs `smarthost preflight` with `config` (after `[dns]` pointing at `dns_port`).
-fn preflight(config: &str, dns_port: u16, args: &[&str]) -> (i32, Value, Duration) {
+pub fn preflight(config: &str, dns_port: u16, args: &[&str]) -> (i32, Value, Duration) {
     let work = Workdir::new("");
     let spool = work.spool();
     let text = format!(
@@ -243,7 +256,7 @@ fn each_broken_case_gives_its_line_and_exit_code() {
             vec!["--sender-domain", "eleven.test"],
             "spf eleven.test lookups",
             "FAIL",
-            "needs 11 DNS lookups",
+            "include:spf.upstream.test is DNS lookup 11, over the limit of 10",
             2,
         ),
         (
@@ -325,13 +338,20 @@ fn each_broken_case_gives_its_line_and_exit_code() {
         let (got_status, found) = finding(&report, check);
         assert_eq!(got_status, status, "{case}: {found}");
         assert!(found.contains(text), "{case}: {found}");
-        // An extra sender domain on the good setup: its one problem is the only one.
+        // An extra sender domain on the good setup: its one problem is the only one, but
+        // for a record that is a permerror, which every check_host of it shares.
         if args.contains(&"--sender-domain") {
+            let permerror = ["two SPF records", "11 lookups"].contains(&case);
+            let same_domain = format!("spf {} ", check.split(' ').nth(1).unwrap());
             let others: Vec<&Value> = report["checks"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .filter(|c| c["check"] != check && c["status"] != "PASS")
+                .filter(|c| {
+                    let name = format!("{} ", c["check"].as_str().unwrap());
+                    !(permerror && name.starts_with(&same_domain))
+                })
                 .collect();
             assert!(others.is_empty(), "{case}: other problems {others:#?}");
         }
