@@ -41,6 +41,8 @@ _dmarc.eleven TXT "v=DMARC1; p=none"
 _dmarc.wide TXT "v=DMARC1; p=none"
 _dmarc.noinclude TXT "v=DMARC1; p=none"
 liar A 203.0.113.99
+lowerdmarc TXT "v=spf1 include:spf.upstream.test -all"
+_dmarc.lowerdmarc TXT "v=dmarc1; p=reject"
 "#;
 
 const REVERSE_ZONE: &str = r#"$ORIGIN 113.0.203.in-addr.arpa.
@@ -276,6 +278,15 @@ fn each_broken_case_gives_its_line_and_exit_code() {
             "FAIL",
             "include:spf.upstream.test is missing",
             2,
+        ),
+        (
+            "DMARC version tag in lower case (RFC 7489 6.4: not a DMARC record)",
+            good.clone(),
+            vec!["--sender-domain", "lowerdmarc.test"],
+            "dmarc lowerdmarc.test",
+            "WARN",
+            "no DMARC record",
+            1,
         ),
         (
             "NXDOMAIN sender",
