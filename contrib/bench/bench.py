@@ -57,6 +57,11 @@ path = "{dir}/spool.db"
 {spool_url}
 [delivery]
 connections = {connections}
+# The daemon's preflight runs as in production, but asks a loopback port nobody answers on
+# (never the machine's resolver): its checks end in temperror, nothing is held.
+[dns]
+nameservers = ["127.0.0.1:{dns}"]
+timeout = "200ms"
 [[upstream]]
 host = "127.0.0.1"
 port = {sink}
@@ -175,7 +180,8 @@ class Smarthost:
         config = self.dir / "smarthost.toml"
         spool_url = f'url = "{url}"' if url else ""
         config.write_text(SMARTHOST_CONFIG.format(port=self.port, dir=self.dir, sink=sink_port,
-                                                  connections=connections, spool_url=spool_url))
+                                                  connections=connections, spool_url=spool_url,
+                                                  dns=free_port()))
         self.process = subprocess.Popen(
             [binary, "--config", str(config), "serve"],
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "w"), env={"RUST_LOG": "warn", **os.environ})

@@ -20,6 +20,7 @@ use crate::intake::{Intake, Queue};
 use crate::listener::{self, ConnectionLimits, SessionContext, SessionPolicy};
 use crate::model::UpstreamSizes;
 use crate::policy::MessageRates;
+use crate::preflight::Audit;
 use crate::spool::{self, DaemonSpool, DeliveryStore, OpenMode, StoreQueue};
 use crate::sysexits as exit;
 use crate::telemetry::{self, Metrics};
@@ -90,12 +91,17 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     };
     // The sessions' handle on the spool writer: moved in, so that the writer ends with them.
     let intake = Arc::new(Intake::new(&config, Queue::Spool(spool)));
+    let audit = Audit::new(&config, metrics.clone()).map_err(anyhow::Error::msg)?;
+    let auditor = audit
+        .clone()
+        .map(|audit| tokio::spawn(audit.run_forever(stop_rx.clone())));
     let reloader = Reloader {
         path: config_path,
         store: store.clone(),
         sizes: intake.upstream_sizes(),
         wake,
         metrics: metrics.clone(),
+        audit,
     };
     let shared = reloader.shared(&config).await.map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(config.smtp.listen)
@@ -240,6 +246,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         "stopped"
     );
     trimmer.abort();
+    if let Some(auditor) = auditor {
+        auditor.abort();
+    }
     Ok(())
 }
 
@@ -314,6 +323,7 @@ struct Reloader {
     sizes: Arc<UpstreamSizes>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    audit: Option<Arc<Audit>>,
 }
 
 impl Reloader {
@@ -324,6 +334,7 @@ impl Reloader {
             self.sizes.clone(),
             self.wake.clone(),
             self.metrics.clone(),
+            self.audit.clone(),
         )
         .await
     }
@@ -346,6 +357,9 @@ impl Reloader {
                 self.sizes
                     .reconfigure(&config.delivery.upstream_size_limits());
                 let _ = shared.send(Arc::new(new));
+                if let Some(audit) = &self.audit {
+                    audit.reconfigure(&config);
+                }
                 tracing::info!(
                     upstreams = config.delivery.upstreams.len(),
                     "configuration reloaded"

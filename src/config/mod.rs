@@ -96,11 +96,26 @@ impl Default for RawDns {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawPreflight {
     public_ip: Option<String>,
     metadata_url: Option<String>,
+    interval: String,
+    enforce: String,
+    probe_upstreams: bool,
+}
+
+impl Default for RawPreflight {
+    fn default() -> RawPreflight {
+        RawPreflight {
+            public_ip: None,
+            metadata_url: None,
+            interval: "1h".into(),
+            enforce: "warn".into(),
+            probe_upstreams: false,
+        }
+    }
 }
 
 /// `[dns]`: which servers the preflight audit asks.
@@ -111,14 +126,30 @@ pub struct DnsConfig {
     pub timeout: Duration,
 }
 
-/// `[preflight]`: what the audit cannot find out by itself.
-#[derive(Debug, Clone, Default)]
+/// `[preflight]`: what the audit cannot find out by itself, and how `serve` runs it.
+#[derive(Debug, Clone)]
 pub struct PreflightConfig {
     /// The address receivers see this VM send from, for the reverse DNS check.
     pub public_ip: Option<std::net::IpAddr>,
     /// An http:// URL that answers with that address (a cloud metadata service). Never
     /// contacted unless set.
     pub metadata_url: Option<String>,
+    /// How often `serve` runs the DNS checks (also at start and on SIGHUP); `None` ("0s")
+    /// when the daemon never runs them.
+    pub interval: Option<Duration>,
+    pub enforce: Enforce,
+    /// Whether the daemon's runs connect to the upstreams (AUTH included) too.
+    pub probe_upstreams: bool,
+}
+
+/// `preflight.enforce`: what a sender domain whose SPF does not authorize the upstream means
+/// for its mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforce {
+    /// Deliver it, log and count the failure.
+    Warn,
+    /// Hold it as a configuration error until a check passes (never bounce it).
+    Hold,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,6 +371,21 @@ impl Config {
                     }
                     other => other,
                 },
+                interval: match raw.preflight.interval.trim() {
+                    "0" | "0s" => None,
+                    text => Some(duration("preflight.interval", text)?),
+                },
+                enforce: match raw.preflight.enforce.as_str() {
+                    "warn" => Enforce::Warn,
+                    "hold" => Enforce::Hold,
+                    other => {
+                        return Err(invalid(
+                            "preflight.enforce",
+                            format!("'{other}' is neither \"warn\" nor \"hold\""),
+                        ));
+                    }
+                },
+                probe_upstreams: raw.preflight.probe_upstreams,
             },
             sendmail: SendmailConfig {
                 socket: absolute("sendmail.socket", raw.sendmail.socket)?,

@@ -86,6 +86,19 @@ impl Attempt {
         }
     }
 
+    /// Not tried: our own check (preflight) holds every recipient, for `reason`.
+    pub fn held(reason: &str, status: EnhancedStatus, recipients: usize) -> Attempt {
+        let reply = AttemptReply::Local {
+            reason: reason.to_string(),
+            status,
+        };
+        Attempt {
+            upstream: None,
+            outcomes: vec![(Disposition::Held, reply); recipients],
+            changes: Vec::new(),
+        }
+    }
+
     /// No upstream could take the message; every recipient shares the reasons. Held if any
     /// was a configuration error; if every upstream was up but none could carry the message
     /// as it is, what the reasons say (bounce, or hold for an upstream that could); deferred

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, DeliveryConfig, Transport, Upstream};
 use crate::model::UpstreamSizes;
+use crate::preflight::Audit;
 use crate::spool::{DeliveryStore, now_ms};
 use crate::telemetry::Metrics;
 use rate::{FleetRate, RateLimiter};
@@ -48,6 +49,9 @@ pub struct Shared {
     /// the poll.
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// The daemon's preflight, which may hold mail from a sender domain whose SPF does not
+    /// authorize the upstream (`preflight.enforce = "hold"`).
+    audit: Option<Arc<Audit>>,
 }
 
 struct UpstreamState {
@@ -98,6 +102,7 @@ impl Shared {
         sizes: Arc<UpstreamSizes>,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
+        audit: Option<Arc<Audit>>,
     ) -> Result<Shared, String> {
         let delivery = config.delivery.clone();
         let timeouts = Timeouts {
@@ -144,6 +149,7 @@ impl Shared {
             store,
             wake,
             metrics,
+            audit,
         })
     }
 
@@ -230,9 +236,16 @@ pub async fn run(mut shared: watch::Receiver<Arc<Shared>>, mut shutdown: watch::
             _ => current.config.poll_interval,
         }
         .min(current.config.poll_interval);
+        let preflight_cleared = async {
+            match &current.audit {
+                Some(audit) => audit.cleared().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
+            _ = preflight_cleared => release_config_holds(&store).await,
             changed = shared.changed() => {
                 if changed.is_err() { break }
                 tracing::info!("configuration reloaded; releasing mail held for configuration errors");

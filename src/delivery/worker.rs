@@ -11,7 +11,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
 use super::Shared;
-use super::attempt::{Connections, attempt};
+use super::attempt::{Attempt, Connections, attempt};
 use super::backoff::{jitter, next_delay};
 use super::classify::{Disposition, Retry, known_from};
 use super::dsn::{Action, Bounce, Failure};
@@ -55,6 +55,13 @@ pub async fn run(
     connections.close_all().await;
 }
 
+/// RFC 7372 3.2: X.7.23, SPF validation failed (for mail our preflight holds: it would).
+const SPF_NOT_AUTHORIZED: EnhancedStatus = EnhancedStatus {
+    class: 4,
+    subject: 7,
+    detail: 23,
+};
+
 /// RFC 3463 5.4.7: delivery time expired.
 const EXPIRED: EnhancedStatus = EnhancedStatus {
     class: 5,
@@ -73,10 +80,17 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
         envelope_needs_utf8: !message.sender.is_ascii()
             || message.recipients.iter().any(|r| !r.address.is_ascii()),
     };
+    let preflight_hold = match &shared.audit {
+        Some(audit) if !message.sender.is_empty() => audit.hold_reason(&message.sender).await,
+        _ => None,
+    };
     for chunk in message.recipients.chunks(chunk_size) {
         let started_at_ms = now_ms();
         let started = Instant::now();
-        let attempt = attempt(shared, connections, &message, &spooled, chunk).await;
+        let attempt = match &preflight_hold {
+            Some(reason) => Attempt::held(reason, SPF_NOT_AUTHORIZED, chunk.len()),
+            None => attempt(shared, connections, &message, &spooled, chunk).await,
+        };
         let duration_ms = started.elapsed().as_millis() as i64;
         let upstream = attempt.upstream.as_ref().map(|a| a.name.clone());
         let mut records = Vec::with_capacity(chunk.len());

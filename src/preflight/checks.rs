@@ -296,6 +296,10 @@ pub fn upstream_spf(config: &Config) -> Vec<UpstreamSpf> {
 
 /// `_dmarc.domain`: one valid record, and its policy.
 pub async fn dmarc(dns: &Dns, domain: &str) -> Check {
+    dmarc_record(dns, domain).await.about(domain)
+}
+
+async fn dmarc_record(dns: &Dns, domain: &str) -> Check {
     let check = format!("dmarc {domain}");
     let name = format!("_dmarc.{domain}");
     let fix = format!(

@@ -92,6 +92,21 @@ impl Dns {
         }
     }
 
+    /// How long the TXT records of `name` may be kept (their TTL, as the resolver counts it).
+    pub async fn txt_lifetime(&self, name: &str) -> Option<Duration> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        let lookup = tokio::time::timeout(
+            self.timeout * 2,
+            self.resolver.lookup(fqdn.as_str(), RecordType::TXT),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        lookup
+            .valid_until()
+            .checked_duration_since(std::time::Instant::now())
+    }
+
     /// TXT records, each joined from its character-strings.
     pub async fn txt(&self, name: &str) -> Answer<String> {
         self.lookup(name, RecordType::TXT, |data| match data {

@@ -2,11 +2,13 @@
 //! b to e — run before the first message and whenever asked (cron, CI, monitoring).
 
 mod checks;
+mod daemon;
 mod dns;
 mod probe;
 mod report;
 mod spf;
 
+pub use daemon::{Audit, LastRun};
 pub use report::{Check, Report, Status};
 
 use crate::config::Config;
@@ -23,31 +25,37 @@ pub struct Options {
 /// Runs every check. Each has its own deadline, so a silent DNS server or upstream gives a
 /// finding with that reason, never a hang.
 pub async fn run(config: &Config, options: &Options) -> Report {
-    let mut found = Vec::new();
-    let dns = match Dns::new(&config.dns.nameservers, config.dns.timeout) {
-        Ok(dns) => Some(dns),
+    match Dns::new(&config.dns.nameservers, config.dns.timeout) {
+        Ok(dns) => run_with(config, &dns, options).await,
         Err(error) => {
-            found.push(Check::fail(
+            let mut found = vec![Check::fail(
                 "dns",
                 error,
                 "fix /etc/resolv.conf or set [dns] nameservers",
-            ));
-            None
-        }
-    };
-    if let Some(dns) = &dns {
-        found.extend(checks::helo(config, dns).await);
-        found.extend(checks::reverse_dns(config, dns).await);
-        found.extend(checks::envelope_sender(config, dns).await);
-        let helo = checks::effective_helo(config);
-        let upstreams = checks::upstream_spf(config);
-        for domain in checks::sender_domains(config, &options.sender_domains) {
-            found.extend(spf::audit(dns, &domain, &upstreams, &helo).await);
-            found.push(checks::dmarc(dns, &domain).await);
+            )];
+            if options.probe_upstreams {
+                let domains = checks::sender_domains(config, &options.sender_domains);
+                found.extend(probe::upstreams(config, &domains).await);
+            }
+            found.extend(checks::local(config));
+            Report::new(found)
         }
     }
+}
+
+async fn run_with(config: &Config, dns: &Dns, options: &Options) -> Report {
+    let mut found = Vec::new();
+    found.extend(checks::helo(config, dns).await);
+    found.extend(checks::reverse_dns(config, dns).await);
+    found.extend(checks::envelope_sender(config, dns).await);
+    let helo = checks::effective_helo(config);
+    let upstreams = checks::upstream_spf(config);
+    let domains = checks::sender_domains(config, &options.sender_domains);
+    for domain in &domains {
+        found.extend(spf::audit(dns, domain, &upstreams, &helo).await);
+        found.push(checks::dmarc(dns, domain).await);
+    }
     if options.probe_upstreams {
-        let domains = checks::sender_domains(config, &options.sender_domains);
         found.extend(probe::upstreams(config, &domains).await);
     }
     found.extend(checks::local(config));

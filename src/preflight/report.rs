@@ -2,11 +2,11 @@
 //! WARN and FAIL the fix — then a summary. Exit 0 when nothing failed, 1 with warnings only,
 //! 2 on any failure.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::spf::Evaluation;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Pass,
@@ -14,7 +14,7 @@ pub enum Status {
     Fail,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     /// What was checked, e.g. `spf example.com` or `upstream email-smtp...:587`.
     pub check: String,
@@ -23,8 +23,11 @@ pub struct Check {
     /// The record to add or the key to set; only for WARN and FAIL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The sender domain the check is about (SPF, DMARC); none for the relay's own checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// The `check_host` runs behind an SPF finding: address, result, lookups, voids.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spf: Vec<Evaluation>,
 }
 
@@ -55,8 +58,15 @@ impl Check {
             status,
             found,
             fix,
+            domain: None,
             spf: Vec::new(),
         }
+    }
+
+    /// The same finding, as one about sender domain `domain`.
+    pub fn about(mut self, domain: &str) -> Check {
+        self.domain = Some(domain.to_string());
+        self
     }
 
     /// The same finding, with the SPF evaluations it rests on.

@@ -37,6 +37,14 @@ pub struct NodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PreflightLabels {
+    /// The check's kind, e.g. `spf authorizes email-smtp.eu-west-1.amazonaws.com:587`.
+    pub check: String,
+    /// The sender domain it is about; empty for checks of the relay itself (helo, rdns).
+    pub domain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabel {
     pub upstream: String,
 }
@@ -58,6 +66,9 @@ pub struct Metrics {
     /// 1, labelled with this daemon's node identity on a shared spool: the counters above are
     /// this node's, the queue gauges the whole fleet's.
     node: Family<NodeLabel, Gauge>,
+    /// The daemon's last preflight: 0 pass, 1 warn, 2 fail per check, and when it ran.
+    preflight: Family<PreflightLabels, Gauge>,
+    preflight_last_run: Gauge,
     queue: QueueGauges,
 }
 
@@ -90,6 +101,18 @@ impl Metrics {
         let outcome_unknown = Family::<UpstreamLabel, Counter>::default();
         let queue = QueueGauges::default();
         let node = Family::<NodeLabel, Gauge>::default();
+        let preflight = Family::<PreflightLabels, Gauge>::default();
+        let preflight_last_run = Gauge::default();
+        registry.register(
+            "preflight_check",
+            "The daemon's last preflight result per check: 0 pass, 1 warn, 2 fail",
+            preflight.clone(),
+        );
+        registry.register(
+            "preflight_last_run_timestamp_seconds",
+            "When the daemon last ran its preflight checks (Unix time)",
+            preflight_last_run.clone(),
+        );
         registry.register(
             "node_info",
             "This daemon's node identity on a shared spool (the queue gauges are the fleet's)",
@@ -157,6 +180,8 @@ impl Metrics {
             upstream_up,
             outcome_unknown,
             node,
+            preflight,
+            preflight_last_run,
             queue,
         }
     }
@@ -189,6 +214,20 @@ impl Metrics {
                 node: node.to_string(),
             })
             .set(1);
+    }
+
+    /// One preflight check's status (0 pass, 1 warn, 2 fail).
+    pub fn set_preflight(&self, check: &str, domain: &str, status: i64) {
+        self.preflight
+            .get_or_create(&PreflightLabels {
+                check: check.to_string(),
+                domain: domain.to_string(),
+            })
+            .set(status);
+    }
+
+    pub fn set_preflight_run(&self, unix_seconds: i64) {
+        self.preflight_last_run.set(unix_seconds);
     }
 
     pub fn set_upstream_up(&self, upstream: &str, up: bool) {

@@ -37,6 +37,7 @@ mod outbound;
 mod postfix_upstream;
 mod postgres;
 mod preflight;
+mod preflight_daemon;
 mod queue;
 mod relay_policy;
 mod sendmail;

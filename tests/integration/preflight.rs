@@ -57,7 +57,7 @@ $TTL 60
 pub struct Knot {
     child: Child,
     pub port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Knot {
@@ -100,11 +100,17 @@ impl Knot {
             assert!(Instant::now() < deadline, "knotd did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Knot {
-            child,
-            port,
-            _dir: dir,
-        }
+        Knot { child, port, dir }
+    }
+
+    /// Replaces a zone's text (with a higher SOA serial) and has Knot load it (SIGHUP).
+    pub fn replace_zone(&self, origin: &str, text: &str) {
+        std::fs::write(self.dir.path().join(format!("{origin}zone")), text).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
     }
 }
 

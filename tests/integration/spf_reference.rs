@@ -441,6 +441,7 @@ fn preflight_agrees_with_pyspf_on_every_sender_domain() {
         .map(|(ip, domain, ..)| (ip.clone(), domain.clone()))
         .collect();
     let theirs = reference(knot.port, &queries);
+    eprintln!("{} evaluations compared with pyspf", ours.len());
     let mut disagreements = Vec::new();
     for ((ip, domain, result, lookups, voids), (their_result, their_lookups, their_voids)) in
         ours.iter().zip(&theirs)

@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::pin::Pin;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::macros::{Context, MacroString};
 use super::record::{Cidr, Mechanism, Qualifier, Record, is_spf};
@@ -24,7 +24,7 @@ const MAX_NAMES_PER_TERM: usize = 10;
 const MAX_DEPTH: usize = 20;
 
 /// The results of RFC 7208 section 2.6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpfResult {
     None,
@@ -62,7 +62,7 @@ impl From<Qualifier> for SpfResult {
 }
 
 /// What `check_host(ip, domain, sender)` found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
     pub ip: IpAddr,
     pub result: SpfResult,

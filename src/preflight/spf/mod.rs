@@ -51,6 +51,19 @@ pub struct UpstreamSpf {
 }
 
 pub async fn audit(dns: &Dns, domain: &str, upstreams: &[UpstreamSpf], helo: &str) -> Vec<Check> {
+    audit_record(dns, domain, upstreams, helo)
+        .await
+        .into_iter()
+        .map(|check| check.about(domain))
+        .collect()
+}
+
+async fn audit_record(
+    dns: &Dns,
+    domain: &str,
+    upstreams: &[UpstreamSpf],
+    helo: &str,
+) -> Vec<Check> {
     let name = format!("spf {domain}");
     let texts = match spf_records(dns, domain).await {
         Err(check) => return vec![check.with_name(&name)],
