@@ -302,25 +302,33 @@ impl Audit {
     }
 }
 
-/// A domain's mail must wait when its SPF does not authorize the upstream: no usable record
-/// (`spf D` FAIL), or an egress address that check_host does not pass (`spf D authorizes`).
-/// Other findings (too many lookups for forged mail, +all) are logged, not held for.
+/// A domain's mail must wait when its SPF does not let it out: no usable record (`spf D`
+/// FAIL), or no upstream it authorizes (every `spf D authorizes U` FAIL; with one upstream
+/// authorized, mail goes there and passes). Other findings (too many lookups for forged mail,
+/// +all, a temperror) are logged, not held for.
 fn verdict(domain: &str, checks: &[Check], until: Instant) -> Verdict {
     let record = format!("spf {domain}");
     let authorizes = format!("spf {domain} authorizes ");
-    let failing = checks
+    let upstreams: Vec<&Check> = checks
         .iter()
-        .find(|c| {
-            c.status == Status::Fail && (c.check == record || c.check.starts_with(&authorizes))
-        })
-        .map(|c| {
-            format!(
-                "preflight: {} FAIL: {} (fix: {})",
-                c.check,
-                c.found,
-                c.fix.as_deref().unwrap_or("-")
-            )
+        .filter(|c| c.check.starts_with(&authorizes))
+        .collect();
+    let blocking = checks
+        .iter()
+        .find(|c| c.check == record && c.status == Status::Fail)
+        .or_else(|| {
+            let none_authorized =
+                !upstreams.is_empty() && upstreams.iter().all(|c| c.status == Status::Fail);
+            none_authorized.then(|| upstreams[0])
         });
+    let failing = blocking.map(|c| {
+        format!(
+            "preflight: {} FAIL: {} (fix: {})",
+            c.check,
+            c.found,
+            c.fix.as_deref().unwrap_or("-")
+        )
+    });
     Verdict { failing, until }
 }
 
@@ -361,5 +369,13 @@ mod tests {
         assert!(holds(&[check("spf d.example policy", Status::Fail)]).is_none());
         assert!(holds(&[check("spf d.example authorizes up:587", Status::Warn)]).is_none());
         assert!(holds(&[check("spf other.example", Status::Fail)]).is_none());
+        let one_of_two = [
+            check("spf d.example authorizes backup:587", Status::Fail),
+            check("spf d.example authorizes primary:587", Status::Pass),
+        ];
+        assert!(
+            holds(&one_of_two).is_none(),
+            "mail can leave through the primary"
+        );
     }
 }
