@@ -95,6 +95,12 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
         let upstream = attempt.upstream.as_ref().map(|a| a.name.clone());
         let mut records = Vec::with_capacity(chunk.len());
         let mut expired = Vec::with_capacity(chunk.len());
+        // One clock reading for the chunk: read per recipient, the millisecond could turn
+        // between them and split recipients deferred together into two later claims.
+        let together = Together {
+            jitter,
+            decided_at_ms: now_ms(),
+        };
         for (recipient, (disposition, reply)) in chunk.iter().zip(attempt.outcomes) {
             let decision = decide(
                 shared,
@@ -103,7 +109,7 @@ async fn deliver(shared: &Shared, connections: &mut Connections, message: Claime
                 disposition,
                 &reply,
                 upstream.as_deref(),
-                jitter,
+                together,
             );
             expired.push(decision.expired);
             let delay_warned = is_due_a_delay_warning(shared, &message, recipient, &decision.state);
@@ -265,6 +271,14 @@ impl From<RecipientState> for Decision {
 }
 
 /// Turns a classified reply into the recipient's next state, logging it.
+/// What the recipients of one attempt share, so that those deferred together come due
+/// together and are retried in one transaction.
+#[derive(Clone, Copy)]
+struct Together {
+    jitter: f64,
+    decided_at_ms: i64,
+}
+
 fn decide(
     shared: &Shared,
     message: &ClaimedMessage,
@@ -272,7 +286,7 @@ fn decide(
     disposition: Disposition,
     reply: &AttemptReply,
     upstream: Option<&str>,
-    jitter: f64,
+    together: Together,
 ) -> Decision {
     let id = &message.id;
     let address = &recipient.address;
@@ -308,7 +322,9 @@ fn decide(
             RecipientState::Bounced.into()
         }
         Disposition::Deferred(retry) => {
-            let age = Duration::from_millis((now_ms() - message.received_at_ms).max(0) as u64);
+            let age = Duration::from_millis(
+                (together.decided_at_ms - message.received_at_ms).max(0) as u64,
+            );
             if age >= shared.config.queue_lifetime {
                 tracing::warn!(queue_id = %id, recipient = %address, %reply, "queue lifetime exceeded");
                 if is_bounce {
@@ -319,7 +335,11 @@ fn decide(
                     expired: true,
                 };
             }
-            let backoff = next_delay(&shared.config.retry, recipient.attempts + 1, jitter);
+            let backoff = next_delay(
+                &shared.config.retry,
+                recipient.attempts + 1,
+                together.jitter,
+            );
             let delay = match retry {
                 Retry::After(pause) => pause.max(backoff),
                 Retry::OutcomeUnknown => shared.config.retry.initial.max(backoff),
@@ -328,7 +348,7 @@ fn decide(
             tracing::warn!(queue_id = %id, recipient = %address, %upstream, %reply, known = known(),
                 retry_in = ?delay, "deferred");
             RecipientState::Deferred {
-                next_attempt_at_ms: now_ms() + delay.as_millis() as i64,
+                next_attempt_at_ms: together.decided_at_ms + delay.as_millis() as i64,
             }
             .into()
         }
