@@ -25,6 +25,12 @@ command -v knotd >/dev/null 2>&1 || missing+=(knot)
 command -v smtp-sink >/dev/null 2>&1 || missing+=(postfix)
 command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# For the packaging tests: man(1) renders the pages, systemd-analyze judges the unit,
+# promtool (Debian's prometheus package; its server is never started by the tests) checks
+# the alert rules.
+command -v man >/dev/null 2>&1 || missing+=(man-db)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # pyspf, the reference SPF evaluator, for Debian's own /usr/bin/python3.
 /usr/bin/python3 -c "import spf, dns.resolver" 2>/dev/null || missing+=(python3-spf python3-dnspython)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -46,6 +52,10 @@ if [ "${#python_missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --locked "$@"
+
+# The Debian package: built from the binary the tests used, checked by dpkg-deb and lintian,
+# installed into a clean Debian 12 root (debootstrap) and used there (about 1.5 minutes).
+bash contrib/package-test.sh
 
 # The libFuzzer targets (fuzz/, nightly Rust with AddressSanitizer, or stable without it),
 # SECONDS each: SMARTHOST_FUZZ_SECONDS=300 bash contrib/test.sh. Off by default: the

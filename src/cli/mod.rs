@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; `main` only dispatches here.
 
 mod check_config;
+mod generate;
 mod mailq;
 mod preflight;
 mod queue;
@@ -24,7 +25,8 @@ use crate::telemetry::{self, LogFormat};
 #[command(
     name = "smarthost",
     version,
-    about = "A hardened outbound mail relay for cloud VMs"
+    about = "A hardened outbound mail relay for cloud VMs",
+    after_long_help = "The configuration file is described in smarthost.toml(5); the sendmail, mailq and newaliases interface in sendmail(8)."
 )]
 pub struct Cli {
     /// Configuration file (default: /etc/smarthost/smarthost.toml when it exists, else
@@ -96,6 +98,13 @@ enum Command {
         #[arg(long, value_name = "REGION")]
         region: String,
     },
+    /// Write the man pages or the shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        artifact: generate::Artifact,
+        dir: PathBuf,
+    },
 }
 
 /// Entry point after argv[0] dispatch: `smarthost <command>`.
@@ -142,6 +151,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Queue { command } => with_config(config_path, spool, |c| queue::run(&c, command)),
         Command::CheckConfig => check_config::run(config_path, spool),
         Command::SesPassword { region } => ses_password::run(&region),
+        Command::Generate { artifact, dir } => match generate::run(artifact, &dir) {
+            Ok(written) => {
+                println!("{}", written.join("\n"));
+                ExitCode::from(exit::OK)
+            }
+            Err(error) => {
+                eprintln!("smarthost: cannot write into {}: {error}", dir.display());
+                ExitCode::from(exit::CANTCREAT)
+            }
+        },
         Command::User {
             users_file,
             command,

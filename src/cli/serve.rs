@@ -174,11 +174,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             }
         }
         tracing::info!("shutdown requested");
+        telemetry::systemd::stopping();
         let _ = stop_tx.send(true);
     };
     let maildrop = start_maildrop(&config, &intake, &metrics, &stop_rx);
     tracing::info!(%address, spool = %config.spool.path.display(), hostname = %config.hostname,
         upstreams = config.delivery.upstreams.len(), "listening");
+    // Bound and open: clients are answered from here on.
+    telemetry::systemd::ready();
+    let watchdog = tokio::spawn(telemetry::systemd::watchdog_forever());
     let context = SessionContext {
         policy: Arc::new(SessionPolicy {
             limits: config.smtp.limits.clone(),
@@ -246,6 +250,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         "stopped"
     );
     trimmer.abort();
+    watchdog.abort();
     if let Some(auditor) = auditor {
         auditor.abort();
     }

@@ -22,9 +22,12 @@ pub(super) struct RawUpstream {
     username: Option<String>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
+    /// A systemd credential (`LoadCredential=`): `$CREDENTIALS_DIRECTORY/NAME`.
+    password_credential: Option<String>,
     /// Amazon SES: the SMTP password is derived from this IAM secret for `ses_region`.
     aws_secret_key_env: Option<String>,
     aws_secret_key_file: Option<PathBuf>,
+    aws_secret_key_credential: Option<String>,
     ses_region: Option<String>,
     /// The SES API endpoint instead of AWS's public one (a VPC endpoint, or a test server).
     endpoint_url: Option<String>,
@@ -180,6 +183,10 @@ pub enum SecretSource {
     Env { variable: String, key: String },
     /// A file, trailing newline removed; it should be readable by the daemon's user only.
     File { path: PathBuf, key: String },
+    /// A systemd service credential: the file `name` in `$CREDENTIALS_DIRECTORY`, which
+    /// systemd fills from `LoadCredential=` for the service alone (never in the environment
+    /// or the unit), on a file system only the service can read.
+    Credential { name: String, key: String },
 }
 
 impl SecretSource {
@@ -192,6 +199,17 @@ impl SecretSource {
                 .map(Secret)
                 .ok_or_else(|| invalid(key, format!("environment variable {variable} is not set"))),
             SecretSource::File { path, key } => read_password_file(path, key).map(Secret),
+            SecretSource::Credential { name, key } => {
+                let directory = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                    invalid(
+                        key,
+                        format!(
+                            "names the credential '{name}', but CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential={name}:PATH, or use a _file key"
+                        ),
+                    )
+                })?;
+                read_password_file(&PathBuf::from(directory).join(name), key).map(Secret)
+            }
         }
     }
 }
@@ -322,30 +340,37 @@ fn validate_smtp(
     // Only the source is checked here; the secret itself is read by the process that
     // delivers (and by preflight's probe), so that submitting and reading the queue never
     // need it (a cron job's user cannot read the daemon's password file or environment).
-    let given = secret_source(key, "password", &raw.password_env, &raw.password_file)?;
+    let given = secret_source(
+        key,
+        "password",
+        &raw.password_env,
+        &raw.password_file,
+        &raw.password_credential,
+    )?;
     let aws_secret = secret_source(
         key,
         "aws_secret_key",
         &raw.aws_secret_key_env,
         &raw.aws_secret_key_file,
+        &raw.aws_secret_key_credential,
     )?;
     let password = match (given, aws_secret, raw.ses_region.clone()) {
         (Some(_), Some(_), _) => {
             return Err(invalid(
                 key("aws_secret_key_env"),
-                "give password_env/password_file or aws_secret_key_env/aws_secret_key_file, not both",
+                "give a password_* key or an aws_secret_key_* key, not both",
             ));
         }
         (Some(_), None, Some(_)) => {
             return Err(invalid(
                 key("ses_region"),
-                "derives the password from aws_secret_key_env/aws_secret_key_file; with a password given, leave it out",
+                "derives the password from an aws_secret_key_* key; with a password given, leave it out",
             ));
         }
         (None, Some(_), None) => {
             return Err(invalid(
                 key("ses_region"),
-                "is needed with aws_secret_key_env/aws_secret_key_file: SES derives the SMTP password per region",
+                "is needed with an aws_secret_key_* key: SES derives the SMTP password per region",
             ));
         }
         (None, None, Some(_)) => {
@@ -372,7 +397,7 @@ fn validate_smtp(
         (Some(_), None) => {
             return Err(invalid(
                 key("username"),
-                "needs password_env or password_file (or, for SES, aws_secret_key_env or aws_secret_key_file with ses_region)",
+                "needs password_env, password_file or password_credential (or, for SES, an aws_secret_key_* key with ses_region)",
             ));
         }
         (None, Some(_)) => {
@@ -417,8 +442,13 @@ fn validate_ses_api(
         ("username", raw.username.is_some()),
         ("password_env", raw.password_env.is_some()),
         ("password_file", raw.password_file.is_some()),
+        ("password_credential", raw.password_credential.is_some()),
         ("aws_secret_key_env", raw.aws_secret_key_env.is_some()),
         ("aws_secret_key_file", raw.aws_secret_key_file.is_some()),
+        (
+            "aws_secret_key_credential",
+            raw.aws_secret_key_credential.is_some(),
+        ),
     ];
     if let Some((field, _)) = smtp_only.iter().find(|(_, given)| *given) {
         return Err(invalid(
@@ -465,32 +495,58 @@ fn validate_ses_api(
     })
 }
 
-/// `NAME_env` or `NAME_file`, validated; neither is `None`.
+/// `NAME_env`, `NAME_file` or `NAME_credential`, validated; none of them is `None`.
 fn secret_source(
     key: &impl Fn(&str) -> String,
     name: &str,
     env: &Option<String>,
     file: &Option<PathBuf>,
+    credential: &Option<String>,
 ) -> Result<Option<SecretSource>, ConfigError> {
-    let (env_key, file_key) = (key(&format!("{name}_env")), key(&format!("{name}_file")));
-    match (env, file) {
-        (Some(_), Some(_)) => Err(invalid(
+    let env_key = key(&format!("{name}_env"));
+    let given = [env.is_some(), file.is_some(), credential.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(invalid(
             env_key,
-            format!("give {name}_env or {name}_file, not both"),
-        )),
-        (Some(variable), None) if variable.is_empty() || variable.contains('=') => Err(invalid(
-            env_key,
-            format!("'{variable}' is not an environment variable name"),
-        )),
-        (Some(variable), None) => Ok(Some(SecretSource::Env {
+            format!("give one of {name}_env, {name}_file and {name}_credential"),
+        ));
+    }
+    if let Some(variable) = env {
+        if variable.is_empty() || variable.contains('=') {
+            return Err(invalid(
+                env_key,
+                format!("'{variable}' is not an environment variable name"),
+            ));
+        }
+        return Ok(Some(SecretSource::Env {
             variable: variable.clone(),
             key: env_key,
-        })),
-        (None, Some(path)) => Ok(Some(SecretSource::File {
+        }));
+    }
+    if let Some(path) = file {
+        return Ok(Some(SecretSource::File {
             path: path.clone(),
-            key: file_key,
+            key: key(&format!("{name}_file")),
+        }));
+    }
+    match credential {
+        // systemd credential names are file names (no slash, not . or ..).
+        Some(credential)
+            if credential.is_empty()
+                || credential.contains('/')
+                || credential == "."
+                || credential == ".." =>
+        {
+            Err(invalid(
+                key(&format!("{name}_credential")),
+                format!("'{credential}' is not a credential name"),
+            ))
+        }
+        Some(credential) => Ok(Some(SecretSource::Credential {
+            name: credential.clone(),
+            key: key(&format!("{name}_credential")),
         })),
-        (None, None) => Ok(None),
+        None => Ok(None),
     }
 }
 

@@ -32,6 +32,19 @@ pub struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
+}
+
+/// The commit this binary was built from: `SMARTHOST_COMMIT` at build time (contrib/package.sh
+/// sets it), else "unknown".
+pub const COMMIT: &str = match option_env!("SMARTHOST_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabel {
     pub node: String,
 }
@@ -101,6 +114,18 @@ impl Metrics {
         let outcome_unknown = Family::<UpstreamLabel, Counter>::default();
         let queue = QueueGauges::default();
         let node = Family::<NodeLabel, Gauge>::default();
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: COMMIT.to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the version and commit of this binary",
+            build,
+        );
         let preflight = Family::<PreflightLabels, Gauge>::default();
         let preflight_last_run = Gauge::default();
         registry.register(
@@ -269,6 +294,56 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `smarthost_…` name in `text`.
+    fn names(text: &str) -> Vec<&str> {
+        let mut found = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("smarthost_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            found.push(&tail[..end]);
+            rest = &tail[end..];
+        }
+        found
+    }
+
+    /// The alert rules and the dashboard (contrib/monitoring) name only metrics that exist.
+    #[test]
+    fn monitoring_files_name_only_exported_metrics() {
+        let metrics = Metrics::new();
+        metrics.refuse("relay");
+        metrics.delivery("delivered", Some("u"), "2xx");
+        metrics.outcome_unknown("u");
+        metrics.set_upstream_up("u", true);
+        metrics.set_node("n");
+        metrics.set_preflight("spf", "d", 0);
+        metrics.set_queue(&QueueStats::default(), 0);
+        metrics.acceptance_seconds.observe(0.1);
+        let exposition = metrics.encode();
+        let exported = names(&exposition);
+        for (file, text) in [
+            (
+                "smarthost-alerts.yml",
+                include_str!("../../contrib/monitoring/smarthost-alerts.yml"),
+            ),
+            (
+                "smarthost-dashboard.json",
+                include_str!("../../contrib/monitoring/smarthost-dashboard.json"),
+            ),
+        ] {
+            let used = names(text);
+            assert!(used.len() >= 6, "{file}: {used:?}");
+            for name in used {
+                assert!(
+                    exported.contains(&name),
+                    "{file} names {name}, which /metrics never exports"
+                );
+            }
+        }
+    }
 
     #[test]
     fn exposition_names_every_metric() {

@@ -31,6 +31,7 @@ pub fn init(format: LogFormat, default_level: &str) {
 
 mod http;
 mod metrics;
+pub mod systemd;
 
 pub use http::serve_metrics;
 pub use metrics::{Metrics, QueueGauges};

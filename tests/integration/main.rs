@@ -34,6 +34,7 @@ mod inbound_tls;
 mod intake;
 mod metrics;
 mod outbound;
+mod packaging;
 mod postfix_upstream;
 mod postgres;
 mod preflight;

@@ -80,7 +80,7 @@ fn create_private(path: &Path) -> Result<(), String> {
             .mode(0o600)
             .open(path)
         {
-            Ok(_) => {}
+            Ok(_) => give_to_directory_owner(path)?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.to_string()),
         }
@@ -101,6 +101,36 @@ fn create_private(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Root's `sendmail` may be the first to create the spool, in a directory the daemon's user
+/// owns (the package's /var/spool/smarthost): the file goes to that user, or the daemon could
+/// not open it. (SQLite itself gives the -wal and -shm files the database file's owner when it
+/// runs as root.)
+fn give_to_directory_owner(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let owner = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    nix::unistd::chown(
+        path,
+        Some(nix::unistd::Uid::from_raw(owner.uid())),
+        Some(nix::unistd::Gid::from_raw(owner.gid())),
+    )
+    .map_err(|e| {
+        format!(
+            "cannot give {} to the spool directory's owner: {e}",
+            path.display()
+        )
+    })
 }
 
 /// Whether this process may write the spool at `path` (creating it when missing), decided
