@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""smarthost against Postfix, on this machine, in one run.
+"""smarthost against Postfix and the small sendmail replacements (nullmailer, dma, msmtp: see
+peers.py), on this machine, in one run.
 
 For each scenario and each of at least three rounds it measures, alternating, the ceiling
 (smtp-source -> smtp-sink), Postfix as the relay (smtp-source -> Postfix -> smtp-sink) and
@@ -25,6 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
 
 POSTFIX_MAIN_CF = """compatibility_level = 3.6
 queue_directory = {dir}/queue
@@ -428,14 +432,33 @@ def burst(binary, workdir, messages):
             sink.close()
 
 
-def sendmail_handoff(command, env, runs):
-    message = b"Subject: cron\n\nhello\n"
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(command, input=message, env=env, check=True, capture_output=True)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+def handoff(binary, workdir, sink, runs):
+    """`sendmail` as cron calls it, for every peer: how long cron waits (median, p99 of
+    `runs`). Postfix and smarthost run their daemons meanwhile (Postfix's sendmail hands to
+    postdrop/pickup; smarthost as an unprivileged user hands to its daemon's socket), and
+    deliver to the sink; nullmailer and dma only queue; msmtp talks to the sink itself."""
+    timings = {}
+    postfix = Postfix(workdir, sink.port)
+    try:
+        timings["Postfix"] = peers.time_handoff("postfix", peers.postfix(postfix.dir / "etc"), workdir, runs)
+    finally:
+        postfix.close()
+    relay = Smarthost(binary, workdir, sink.port, CONNECTIONS)
+    try:
+        config = relay.dir / "smarthost.toml"
+        timings["smarthost (root: its spool)"] = peers.time_handoff(
+            "smarthost-root", peers.smarthost(binary, config), workdir, runs)
+        timings["smarthost (nobody: to the daemon)"] = peers.time_handoff(
+            "smarthost-nobody", peers.smarthost(binary, config, user="nobody"), workdir, runs)
+    finally:
+        relay.close()
+    for name, spec in (("nullmailer", peers.nullmailer(workdir, sink.port)),
+                       ("dma", peers.dma(workdir, sink.port)),
+                       ("msmtp (until the upstream answers)", peers.msmtp(workdir, sink.port))):
+        timings[name] = peers.time_handoff(name.split()[0], spec, workdir, runs)
+    for name, t in timings.items():
+        print(f"sendmail hand-off, {name}: median {t['median_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms", flush=True)
+    return timings
 
 
 def main():
@@ -445,6 +468,8 @@ def main():
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--no-postgres", action="store_true",
                         help="skip smarthost on PostgreSQL (say, to compare with a build from before it)")
+    parser.add_argument("--only-handoff", action="store_true",
+                        help="only the sendmail hand-off scenario (every peer)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -463,8 +488,11 @@ def main():
     results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                "scenarios": {}}
     sink = Sink(workdir)
-    pg = None if args.no_postgres else Postgres(workdir)
+    pg = None if args.no_postgres or args.only_handoff else Postgres(workdir)
     try:
+        results["handoff"] = handoff(args.smarthost, workdir, sink, 200 // scale)
+        if args.only_handoff:
+            scenarios = []
         for name, sessions, messages, size, on_postgres in scenarios:
             targets = ["ceiling", "postfix", "smarthost"] + (["smarthost-pg", "smarthost-pg2"] if on_postgres and pg else [])
             runs = {target: [] for target in targets}
@@ -493,26 +521,20 @@ def main():
                 summary[target]["complete"] = all(s["complete"] for s in samples)
             results["scenarios"][name] = summary
             print(f"{name}: " + ", ".join(f"{t} {v['e2e_rate']:.0f}/s" for t, v in summary.items()), flush=True)
-        # Latency and sendmail hand-off, each relay on its own.
-        for target in ("postfix", "smarthost"):
+        # Acceptance latency, each relay on its own.
+        for target in ("postfix", "smarthost") if scenarios else ():
             relay = Postfix(workdir, sink.port) if target == "postfix" else Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
             try:
                 results.setdefault("latency_ms", {})[target] = latency(relay.port, 200 // (scale if args.quick else 1))
-                if target == "postfix":
-                    command = ["/usr/sbin/sendmail", "-C", str(relay.dir / "etc"), "-i", "sink@bench.test"]
-                    env = dict(os.environ)
-                else:
-                    command = [args.smarthost, "--config", str(relay.dir / "smarthost.toml"), "sendmail", "-i", "sink@bench.test"]
-                    env = dict(os.environ)
-                results.setdefault("sendmail_ms", {})[target] = sendmail_handoff(command, env, 200 // (scale if args.quick else 1))
             finally:
                 relay.close()
-        relay = Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
-        try:
-            results["idle_rss_mib"], results["idle_500_sessions_rss_mib"] = idle_memory(relay, 500)
-        finally:
-            relay.close()
-        results["burst"] = burst(args.smarthost, workdir, 100_000 // scale)
+        if scenarios:
+            relay = Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
+            try:
+                results["idle_rss_mib"], results["idle_500_sessions_rss_mib"] = idle_memory(relay, 500)
+            finally:
+                relay.close()
+            results["burst"] = burst(args.smarthost, workdir, 100_000 // scale)
     finally:
         sink.close()
         if pg:
@@ -525,9 +547,10 @@ def main():
 
 
 def render(results):
-    lines = [f"Machine {results['machine']} ({results['cores']} cores), {results['date']}.", "",
-             "| scenario | ceiling e2e/s | Postfix accept/s | Postfix e2e/s | smarthost accept/s | smarthost e2e/s | smarthost/Postfix | smarthost/ceiling | RSS MiB (Postfix, smarthost) | CPU s/1000 (Postfix, smarthost) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Machine {results['machine']} ({results['cores']} cores), {results['date']}."]
+    if results["scenarios"]:
+        lines += ["", "| scenario | ceiling e2e/s | Postfix accept/s | Postfix e2e/s | smarthost accept/s | smarthost e2e/s | smarthost/Postfix | smarthost/ceiling | RSS MiB (Postfix, smarthost) | CPU s/1000 (Postfix, smarthost) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in results["scenarios"].items():
         c, p, h = s["ceiling"], s["postfix"], s["smarthost"]
         lines.append(
@@ -551,9 +574,12 @@ def render(results):
         lines.append("")
         lines.append(f"Acceptance latency, one client (p50 / p99 ms): Postfix {lat['postfix'][0]:.1f} / {lat['postfix'][1]:.1f}, "
                      f"smarthost {lat['smarthost'][0]:.1f} / {lat['smarthost'][1]:.1f}.")
-    if "sendmail_ms" in results:
-        sm = results["sendmail_ms"]
-        lines.append(f"sendmail hand-off, median: Postfix {sm['postfix']:.1f} ms, smarthost {sm['smarthost']:.1f} ms.")
+    if "handoff" in results:
+        lines += ["", "`sendmail -FCronDaemon -i -B8BITMIME -oem` as cron runs it, how long cron waits "
+                  f"({next(iter(results['handoff'].values()))['runs']} runs each):", "",
+                  "| peer | median ms | p99 ms |", "|---|---|---|"]
+        for name, t in results["handoff"].items():
+            lines.append(f"| {name} | {t['median_ms']:.2f} | {t['p99_ms']:.2f} |")
     if "idle_rss_mib" in results:
         lines.append(f"smarthost RSS: idle {results['idle_rss_mib']:.1f} MiB, with 500 idle sessions "
                      f"{results['idle_500_sessions_rss_mib']:.1f} MiB.")
