@@ -461,6 +461,52 @@ def handoff(binary, workdir, sink, runs):
     return timings
 
 
+def backlog_drain(binary, workdir, messages):
+    """`messages` submitted through each peer's own sendmail while the upstream is down, then
+    the upstream started and each peer's own flush (`postqueue -f`, nullmailer's trigger,
+    `dma -q`, `smarthost queue retry --all`): seconds until the upstream has every message,
+    the rate, and the peer's peak RSS meanwhile (all its processes)."""
+    results = {}
+    for name in ("Postfix", "nullmailer", "dma", "smarthost"):
+        port = free_port()
+        relay = backlog = sink = None
+        try:
+            if name == "Postfix":
+                relay = Postfix(workdir, port)
+                spec = dict(peers.postfix(relay.dir / "etc"),
+                            flush=["postqueue", "-c", str(relay.dir / "etc"), "-f"])
+            elif name == "smarthost":
+                relay = Smarthost(binary, workdir, port, CONNECTIONS)
+                config = relay.dir / "smarthost.toml"
+                spec = dict(peers.smarthost(binary, config),
+                            flush=[binary, "--config", str(config), "queue", "retry", "--all"])
+            elif name == "nullmailer":
+                spec = peers.nullmailer(workdir, port)
+            else:
+                spec = peers.dma(workdir, port, defer=True)
+            backlog = peers.Backlog(name.lower(), spec, workdir, messages)
+            sink = Sink(workdir, port)
+            started = time.monotonic()
+            backlog.flush()
+            peak = 0
+            deadline = started + max(600, messages / 5)
+            while sink.count() < messages and time.monotonic() < deadline:
+                pids = backlog.pids() + (relay.pids() if relay else [])
+                peak = max(peak, proc_stat(pids)[1])
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+            delivered = sink.count()
+            results[name] = {"messages": messages, "delivered": delivered, "seconds": elapsed,
+                             "rate": delivered / elapsed, "peak_rss_mib": peak / 2**20}
+            print(f"backlog of {messages}, {name}: {delivered} delivered in {elapsed:.1f} s "
+                  f"({delivered / elapsed:.0f}/s), peak RSS {peak / 2**20:.1f} MiB", flush=True)
+        finally:
+            for thing in (backlog, sink, relay):
+                if thing:
+                    thing.close()
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--smarthost", required=True)
@@ -468,8 +514,8 @@ def main():
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--no-postgres", action="store_true",
                         help="skip smarthost on PostgreSQL (say, to compare with a build from before it)")
-    parser.add_argument("--only-handoff", action="store_true",
-                        help="only the sendmail hand-off scenario (every peer)")
+    parser.add_argument("--only", choices=["handoff", "backlog"],
+                        help="only this scenario (every peer): the sendmail hand-off, or the backlog drain")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -488,10 +534,13 @@ def main():
     results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                "scenarios": {}}
     sink = Sink(workdir)
-    pg = None if args.no_postgres or args.only_handoff else Postgres(workdir)
+    pg = None if args.no_postgres or args.only else Postgres(workdir)
     try:
-        results["handoff"] = handoff(args.smarthost, workdir, sink, 200 // scale)
-        if args.only_handoff:
+        if args.only in (None, "handoff"):
+            results["handoff"] = handoff(args.smarthost, workdir, sink, 200 // scale)
+        if args.only in (None, "backlog"):
+            results["backlog"] = backlog_drain(args.smarthost, workdir, 10_000 // scale)
+        if args.only:
             scenarios = []
         for name, sessions, messages, size, on_postgres in scenarios:
             targets = ["ceiling", "postfix", "smarthost"] + (["smarthost-pg", "smarthost-pg2"] if on_postgres and pg else [])
@@ -580,6 +629,13 @@ def render(results):
                   "| peer | median ms | p99 ms |", "|---|---|---|"]
         for name, t in results["handoff"].items():
             lines.append(f"| {name} | {t['median_ms']:.2f} | {t['p99_ms']:.2f} |")
+    if "backlog" in results:
+        lines += ["", "Backlog drain: submitted through each one's sendmail with the upstream down, then "
+                  "the upstream started and each one's flush:", "",
+                  "| peer | messages | delivered | seconds | messages/s | peak RSS MiB |", "|---|---|---|---|---|---|"]
+        for name, b in results["backlog"].items():
+            lines.append(f"| {name} | {b['messages']} | {b['delivered']} | {b['seconds']:.1f} | {b['rate']:.0f} | "
+                         f"{b['peak_rss_mib']:.1f} |")
     if "idle_rss_mib" in results:
         lines.append(f"smarthost RSS: idle {results['idle_rss_mib']:.1f} MiB, with 500 idle sessions "
                      f"{results['idle_500_sessions_rss_mib']:.1f} MiB.")

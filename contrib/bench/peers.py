@@ -1,9 +1,9 @@
 """The small relays an operator weighs against smarthost for cron mail — nullmailer, dma,
 msmtp — each from Debian's package, never installed: `apt-get download` + `dpkg -x` into the
-benchmark's work directory, and run by handoff.py in a private mount namespace where the
+benchmark's work directory, and run by in_namespace.py in a private mount namespace where the
 package's files and a private configuration and queue sit over the system's paths (overlays;
-see handoff.py). msmtp is a client without a queue: its hand-off lasts until the upstream has
-answered.
+see in_namespace.py). msmtp is a client without a queue: its hand-off lasts until the upstream
+has answered.
 """
 import json
 import os
@@ -45,17 +45,23 @@ def nullmailer(workdir, sink_port):
                  [f"{spool}/tmp", "mail", "root", "0750"], [f"{spool}/failed", "mail", "root", "0750"]],
         "fifos": [[f"{spool}/trigger", "mail", "0600"]],
         "command": ["/usr/sbin/sendmail"] + CRON_FLAGS + [RECIPIENT],
+        # The queue runner (as the init script runs it, as mail), woken by the trigger FIFO.
+        "daemon": ["setpriv", "--reuid=mail", "--regid=mail", "--clear-groups", "/usr/sbin/nullmailer-send"],
+        "trigger": f"{spool}/trigger",
     }
 
 
-def dma(workdir, sink_port):
+def dma(workdir, sink_port, defer=False):
+    """With `defer`, sendmail only queues (DEFER): the backlog is flushed by `dma -q`."""
     root = extract("dma", workdir)
+    conf = f"SMARTHOST 127.0.0.1\nPORT {sink_port}\nMAILNAME dma.bench.test\n" + ("DEFER\n" if defer else "")
     return {
         "overlays": [["/etc", [str(root / "etc")]], ["/var/spool", []],
                      ["/usr/sbin", [str(root / "usr/sbin")]], ["/usr/lib", [str(root / "usr/lib")]]],
-        "files": {"/etc/dma/dma.conf": f"SMARTHOST 127.0.0.1\nPORT {sink_port}\nMAILNAME dma.bench.test\n"},
+        "files": {"/etc/dma/dma.conf": conf},
         "dirs": [["/var/spool/dma", "root", "mail", "2775"]],
         "command": ["/usr/sbin/sendmail"] + CRON_FLAGS + [RECIPIENT],
+        "flush": ["/usr/sbin/dma", "-q"],
     }
 
 
@@ -78,15 +84,74 @@ def smarthost(binary, config, user=None):
     return spec
 
 
-def time_handoff(name, spec, workdir, runs):
-    """handoff.py in its own mount namespace: {"median_ms", "p99_ms", "runs"}."""
+def _spec_file(name, spec, workdir, runs):
     spec = dict(spec, runs=runs, work=str(workdir / "ns" / name))
     Path(spec["work"]).mkdir(parents=True, exist_ok=True)
     spec_file = workdir / "ns" / f"{name}.json"
     spec_file.write_text(json.dumps(spec))
-    result = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
-                             str(HERE / "handoff.py"), str(spec_file)],
+    return spec_file
+
+
+def _in_namespace(mode, spec_file):
+    return ["unshare", "--mount", "--propagation", "private", sys.executable,
+            str(HERE / "in_namespace.py"), mode, str(spec_file)]
+
+
+def time_handoff(name, spec, workdir, runs):
+    """in_namespace.py handoff: {"median_ms", "p99_ms", "runs"}."""
+    result = subprocess.run(_in_namespace("handoff", _spec_file(name, spec, workdir, runs)),
                             capture_output=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"{name}: {result.stderr.decode(errors='replace')}")
     return json.loads(result.stdout)
+
+
+class Backlog:
+    """in_namespace.py backlog: `messages` submitted while the upstream is down, then, on
+    `flush()`, the peer's own flush; `close()` stops its daemon and the namespace."""
+
+    def __init__(self, name, spec, workdir, messages):
+        self.name = name
+        self.process = subprocess.Popen(_in_namespace("backlog", _spec_file(name, spec, workdir, messages)),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{name}: {self.process.stderr.read()}")
+
+    def flush(self):
+        self.process.stdin.write("flush\n")
+        self.process.stdin.flush()
+
+    def flushed(self):
+        return self.process.stdout.readline()
+
+    def pids(self):
+        """Every process below the namespace's runner (the daemon, the flush command), not
+        the runner itself (`unshare` execs it: it is our Python, not the peer)."""
+        return descendants(self.process.pid)[1:]
+
+    def close(self):
+        try:
+            self.process.stdin.write("stop\n")
+            self.process.stdin.flush()
+            self.process.wait(timeout=60)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def descendants(pid):
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
