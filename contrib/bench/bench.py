@@ -204,6 +204,25 @@ class Smarthost:
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 
 
+class OpenSMTPD:
+    """OpenSMTPD from its Debian package, in a private mount namespace (peers.py)."""
+
+    def __init__(self, workdir, sink_port):
+        self.port = free_port()
+        self.ports = [self.port]
+        self.server = peers.Served("opensmtpd", peers.opensmtpd(workdir, self.port, sink_port), workdir)
+        wait_listening(self.port)
+
+    def pids(self):
+        return self.server.pids()
+
+    def store_pids(self):
+        return []
+
+    def close(self):
+        self.server.close()
+
+
 class Postgres:
     """A private PostgreSQL server in the work directory: initdb as the postgres user (it
     refuses root), listening on a Unix socket only, stopped by the PID in postmaster.pid."""
@@ -359,23 +378,42 @@ def latency(port, count):
 
 
 def idle_memory(relay, sessions):
-    """RSS of an idle relay, and with `sessions` idle SMTP sessions open (after EHLO)."""
+    """RSS of an idle relay, and with `sessions` idle SMTP sessions open (each sends EHLO once
+    its banner came; a relay that serves fewer sessions at once, as Postfix's process limit
+    of 100 does, keeps the rest waiting unanswered, which is what it costs)."""
+    import selectors
     time.sleep(1)
     idle = proc_stat(relay.pids())[1] / 2**20
     clients = []
+    selector = selectors.DefaultSelector()
     try:
         for _ in range(sessions):
-            client = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
-            client.recv(512)
-            client.sendall(b"EHLO idle.bench.test\r\n")
-            client.recv(1024)
+            try:
+                client = socket.create_connection(("127.0.0.1", relay.port), timeout=2)
+            except OSError:
+                break  # its listen queue is full: it holds no more sessions
+            client.setblocking(False)
+            selector.register(client, selectors.EVENT_READ)
             clients.append(client)
+        deadline = time.monotonic() + 10
+        waiting = len(clients)
+        while waiting and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.5):
+                try:
+                    key.fileobj.recv(512)
+                    key.fileobj.sendall(b"EHLO idle.bench.test\r\n")
+                except OSError:
+                    pass
+                selector.unregister(key.fileobj)
+                waiting -= 1
         time.sleep(1)
         busy = proc_stat(relay.pids())[1] / 2**20
+        served = len(clients) - waiting
     finally:
+        selector.close()
         for client in clients:
             client.close()
-    return idle, busy
+    return idle, busy, served
 
 
 def burst(binary, workdir, messages):
@@ -514,7 +552,7 @@ def main():
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--no-postgres", action="store_true",
                         help="skip smarthost on PostgreSQL (say, to compare with a build from before it)")
-    parser.add_argument("--only", choices=["handoff", "backlog"],
+    parser.add_argument("--only", choices=["handoff", "backlog", "idle"],
                         help="only this scenario (every peer): the sendmail hand-off, or the backlog drain")
     args = parser.parse_args()
     out = Path(args.out)
@@ -543,7 +581,7 @@ def main():
         if args.only:
             scenarios = []
         for name, sessions, messages, size, on_postgres in scenarios:
-            targets = ["ceiling", "postfix", "smarthost"] + (["smarthost-pg", "smarthost-pg2"] if on_postgres and pg else [])
+            targets = ["ceiling", "postfix", "opensmtpd", "smarthost"] + (["smarthost-pg", "smarthost-pg2"] if on_postgres and pg else [])
             runs = {target: [] for target in targets}
             limit = max(120, messages / 50)
             for _ in range(rounds):
@@ -552,6 +590,8 @@ def main():
                     try:
                         if target == "postfix":
                             relay = Postfix(workdir, sink.port)
+                        elif target == "opensmtpd":
+                            relay = OpenSMTPD(workdir, sink.port)
                         elif target == "smarthost":
                             relay = Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
                         elif target == "smarthost-pg":
@@ -577,12 +617,16 @@ def main():
                 results.setdefault("latency_ms", {})[target] = latency(relay.port, 200 // (scale if args.quick else 1))
             finally:
                 relay.close()
+        if args.only in (None, "idle"):
+            for name, make in (("Postfix", lambda: Postfix(workdir, sink.port)),
+                               ("OpenSMTPD", lambda: OpenSMTPD(workdir, sink.port)),
+                               ("smarthost", lambda: Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS))):
+                relay = make()
+                try:
+                    results.setdefault("idle", {})[name] = idle_memory(relay, 500)
+                finally:
+                    relay.close()
         if scenarios:
-            relay = Smarthost(args.smarthost, workdir, sink.port, CONNECTIONS)
-            try:
-                results["idle_rss_mib"], results["idle_500_sessions_rss_mib"] = idle_memory(relay, 500)
-            finally:
-                relay.close()
             results["burst"] = burst(args.smarthost, workdir, 100_000 // scale)
     finally:
         sink.close()
@@ -636,9 +680,11 @@ def render(results):
         for name, b in results["backlog"].items():
             lines.append(f"| {name} | {b['messages']} | {b['delivered']} | {b['seconds']:.1f} | {b['rate']:.0f} | "
                          f"{b['peak_rss_mib']:.1f} |")
-    if "idle_rss_mib" in results:
-        lines.append(f"smarthost RSS: idle {results['idle_rss_mib']:.1f} MiB, with 500 idle sessions "
-                     f"{results['idle_500_sessions_rss_mib']:.1f} MiB.")
+    if "idle" in results:
+        lines += ["", "RSS of the listening relays (all their processes), idle and with 500 idle sessions:", "",
+                  "| relay | idle MiB | 500 sessions MiB | sessions given a banner |", "|---|---|---|---|"]
+        for name, (idle, busy, served) in results["idle"].items():
+            lines.append(f"| {name} | {idle:.1f} | {busy:.1f} | {served} |")
     if "burst" in results:
         b = results["burst"]
         steady = results["scenarios"].get("20 sessions x 1 KiB", {}).get("smarthost", {}).get("e2e_rate")

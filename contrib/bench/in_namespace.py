@@ -15,6 +15,8 @@ SPEC: {"overlays": [[mountpoint, [extra lower dirs, first wins]]], "work": DIR,
        "daemon": optional [...] started first (nullmailer-send), "flush": optional [...]}
 
 MODE handoff: times `runs` submissions as cron makes them; prints {"median_ms", "p99_ms", "runs"}.
+MODE serve: starts the daemon, prints {"started": true}, and stops it at a line on standard
+input (OpenSMTPD as a relay).
 MODE backlog: starts the daemon, submits `runs` messages (8 at a time), prints {"filled": N},
 then waits for a line on standard input, runs the flush command (or writes to the "trigger"
 FIFO), prints {"flushed": true}, and on the next line stops the daemon and exits.
@@ -57,10 +59,11 @@ def main():
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(text)
-    if sys.argv[1] == "handoff":
-        handoff(spec)
-    else:
-        backlog(spec)
+    # Lines added to a file of the overlay (users in /etc/passwd that only the namespace has).
+    for path, text in spec.get("append", {}).items():
+        with open(path, "a") as f:
+            f.write(text)
+    {"handoff": handoff, "backlog": backlog, "serve": serve}[sys.argv[1]](spec)
 
 
 def submit(spec):
@@ -81,11 +84,28 @@ def handoff(spec):
                "runs": len(times)}, sys.stdout)
 
 
+def start_daemon(spec):
+    return subprocess.Popen(spec["daemon"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def stop_daemon(daemon):
+    daemon.terminate()
+    try:
+        daemon.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+
+
+def serve(spec):
+    daemon = start_daemon(spec)
+    print(json.dumps({"started": True}), flush=True)
+    sys.stdin.readline()
+    stop_daemon(daemon)
+
+
 def backlog(spec):
-    daemon = None
-    if spec.get("daemon"):
-        daemon = subprocess.Popen(spec["daemon"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+    daemon = start_daemon(spec) if spec.get("daemon") else None
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: submit(spec), range(spec["runs"])))
     print(json.dumps({"filled": spec["runs"]}), flush=True)
@@ -99,11 +119,7 @@ def backlog(spec):
     print(json.dumps({"flushed": True}), flush=True)
     sys.stdin.readline()
     if daemon:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        stop_daemon(daemon)
 
 
 if __name__ == "__main__":

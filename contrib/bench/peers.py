@@ -15,6 +15,9 @@ HERE = Path(__file__).resolve().parent
 # What cron passes (Debian cron; cronie adds -t), to a recipient every peer relays.
 CRON_FLAGS = ["-FCronDaemon", "-i", "-B8BITMIME", "-oem"]
 RECIPIENT = "sink@bench.test"
+# Inside the namespaces, DNS goes to loopback (nothing answers there), never to the machine's
+# resolver: the peers need none to relay to 127.0.0.1.
+NO_DNS = {"/etc/resolv.conf": "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"}
 
 
 def extract(package, workdir):
@@ -38,7 +41,7 @@ def nullmailer(workdir, sink_port):
         "overlays": [["/etc", [str(root / "etc")]], ["/var/spool", []],
                      ["/usr/sbin", [str(root / "usr/sbin")]], ["/usr/bin", [str(root / "usr/bin")]],
                      ["/usr/lib", [str(root / "usr/lib")]]],
-        "files": {"/etc/nullmailer/remotes": f"127.0.0.1 smtp --port={sink_port}\n",
+        "files": {**NO_DNS, "/etc/nullmailer/remotes": f"127.0.0.1 smtp --port={sink_port}\n",
                   "/etc/nullmailer/me": "nullmailer.bench.test\n",
                   "/etc/nullmailer/defaultdomain": "bench.test\n"},
         "dirs": [[spool, "mail", "root", "0755"], [f"{spool}/queue", "mail", "root", "0750"],
@@ -58,10 +61,30 @@ def dma(workdir, sink_port, defer=False):
     return {
         "overlays": [["/etc", [str(root / "etc")]], ["/var/spool", []],
                      ["/usr/sbin", [str(root / "usr/sbin")]], ["/usr/lib", [str(root / "usr/lib")]]],
-        "files": {"/etc/dma/dma.conf": conf},
+        "files": {**NO_DNS, "/etc/dma/dma.conf": conf},
         "dirs": [["/var/spool/dma", "root", "mail", "2775"]],
         "command": ["/usr/sbin/sendmail"] + CRON_FLAGS + [RECIPIENT],
         "flush": ["/usr/sbin/dma", "-q"],
+    }
+
+
+def opensmtpd(workdir, port, sink_port):
+    """OpenSMTPD relaying from loopback to the sink. Its privilege-separated processes run as
+    the users Debian's package creates (opensmtpd, opensmtpq): here they exist only in the
+    namespace's /etc."""
+    root = extract("opensmtpd", workdir)
+    users = ("opensmtpd:x:60101:60101::/var/lib/opensmtpd/empty:/usr/sbin/nologin\n"
+             "opensmtpq:x:60102:60102::/var/lib/opensmtpd/empty:/usr/sbin/nologin\n")
+    return {
+        "overlays": [["/etc", [str(root / "etc")]], ["/var/spool", []], ["/var/lib", []], ["/run", []],
+                     ["/usr/sbin", [str(root / "usr/sbin")]], ["/usr/libexec", [str(root / "usr/libexec")]]],
+        "append": {"/etc/passwd": users, "/etc/group": "opensmtpd:x:60101:\nopensmtpq:x:60102:\n"},
+        "dirs": [["/var/lib/opensmtpd/empty", "root", "root", "0755"]],
+        "files": {**NO_DNS, "/etc/smtpd.conf": f'listen on 127.0.0.1 port {port}\n'
+                                     f'action "relay" relay host "smtp://127.0.0.1:{sink_port}"\n'
+                                     'match from any for any action "relay"\n'},
+        "daemon": ["/usr/sbin/smtpd", "-F", "-f", "/etc/smtpd.conf"],
+        "command": ["/usr/sbin/smtpctl", "show", "status"],
     }
 
 
@@ -104,6 +127,29 @@ def time_handoff(name, spec, workdir, runs):
     if result.returncode != 0:
         raise RuntimeError(f"{name}: {result.stderr.decode(errors='replace')}")
     return json.loads(result.stdout)
+
+
+class Served:
+    """in_namespace.py serve: the spec's daemon running until `close()`."""
+
+    def __init__(self, name, spec, workdir):
+        self.process = subprocess.Popen(_in_namespace("serve", _spec_file(name, spec, workdir, 0)),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        if not self.process.stdout.readline():
+            raise RuntimeError(f"{name}: {self.process.stderr.read()}")
+
+    def pids(self):
+        return descendants(self.process.pid)[1:]
+
+    def close(self):
+        try:
+            self.process.stdin.write("stop\n")
+            self.process.stdin.flush()
+            self.process.wait(timeout=60)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 class Backlog:
