@@ -66,6 +66,8 @@ connections = {connections}
 [dns]
 nameservers = ["127.0.0.1:{dns}"]
 timeout = "200ms"
+[metrics]
+listen = "127.0.0.1:{metrics}"
 [[upstream]]
 host = "127.0.0.1"
 port = {sink}
@@ -183,9 +185,10 @@ class Smarthost:
         self.ports = [self.port]
         config = self.dir / "smarthost.toml"
         spool_url = f'url = "{url}"' if url else ""
+        self.metrics_ports = [free_port()]
         config.write_text(SMARTHOST_CONFIG.format(port=self.port, dir=self.dir, sink=sink_port,
                                                   connections=connections, spool_url=spool_url,
-                                                  dns=free_port()))
+                                                  dns=free_port(), metrics=self.metrics_ports[0]))
         self.process = subprocess.Popen(
             [binary, "--config", str(config), "serve"],
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "w"), env={"RUST_LOG": "warn", **os.environ})
@@ -282,6 +285,7 @@ class SmarthostFleet:
         for i in range(nodes):
             self.nodes.append(Smarthost(binary, workdir, sink_port, connections, url=pg.url, name=f"node{i}"))
         self.ports = [node.port for node in self.nodes]
+        self.metrics_ports = [port for node in self.nodes for port in node.metrics_ports]
 
     def pids(self):
         return [pid for node in self.nodes for pid in node.pids()]
@@ -308,6 +312,68 @@ def proc_stat(pids):
     return cpu, rss
 
 
+def median_of(values):
+    """The median of the values that were measured (None: not for this target)."""
+    measured = [v for v in values if v is not None]
+    return statistics.median(measured) if measured else None
+
+
+def fsync_floor(workdir, runs=200):
+    """The disk's own latency for what a commit needs at least: a 4 KiB write and fdatasync
+    of a file beside the spools (ms, median)."""
+    path = workdir / "fsync-probe"
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            os.pwrite(fd, b"x" * 4096, 0)
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(times)
+
+
+def context_switches(pids):
+    """Voluntary plus involuntary context switches, over every thread of `pids`."""
+    total = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+            except (OSError, ValueError):
+                pass
+    return total
+
+
+COMMIT_SERIES = ("smarthost_spool_commit_seconds_sum", "smarthost_spool_commit_seconds_count",
+                 "smarthost_spool_commit_messages_sum", "smarthost_acceptance_seconds_sum",
+                 "smarthost_acceptance_seconds_count")
+
+
+def commit_figures(ports):
+    """The spool-commit and acceptance series of smarthost's /metrics, summed over nodes."""
+    totals = dict.fromkeys(COMMIT_SERIES, 0.0)
+    for port in ports:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client.sendall(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+                text = b""
+                while chunk := client.recv(65536):
+                    text += chunk
+        except OSError:
+            continue
+        for line in text.decode(errors="replace").splitlines():
+            name, _, value = line.partition(" ")
+            if name in totals:
+                totals[name] += float(value)
+    return totals
+
+
 def run_once(target, relay, sink, sessions, messages, size, limit):
     """smtp-source into the relay's port (split between a fleet's nodes); returns the measured
     figures."""
@@ -317,6 +383,9 @@ def run_once(target, relay, sink, sessions, messages, size, limit):
     cpu_before, _ = proc_stat(relay.pids()) if relay else (0.0, 0)
     store_pids = store_of()
     store_cpu_before, _ = proc_stat(store_pids)
+    switches_before = context_switches(relay.pids()) if relay else 0
+    metrics_ports = getattr(relay, "metrics_ports", [])
+    commits_before = commit_figures(metrics_ports)
     peak_rss = 0
     start = time.monotonic()
     sources = [subprocess.Popen(
@@ -344,7 +413,16 @@ def run_once(target, relay, sink, sessions, messages, size, limit):
     # The store's share: PostgreSQL's backends come and go with the connections, so this
     # counts the ones still alive (the nodes keep theirs open).
     store_cpu_after, _ = proc_stat(store_of())
+    switches = context_switches(relay.pids()) - switches_before if relay else 0
+    commits_after = commit_figures(metrics_ports)
+    delta = {k: commits_after[k] - commits_before[k] for k in COMMIT_SERIES}
+    commits = delta["smarthost_spool_commit_seconds_count"]
+    accepted = delta["smarthost_acceptance_seconds_count"]
     return {
+        "context_switches_per_message": switches / max(messages, 1),
+        "messages_per_commit": delta["smarthost_spool_commit_messages_sum"] / commits if commits else None,
+        "commit_ms": delta["smarthost_spool_commit_seconds_sum"] / commits * 1000 if commits else None,
+        "acceptance_ms": delta["smarthost_acceptance_seconds_sum"] / accepted * 1000 if accepted else None,
         "target": target,
         "accept_rate": messages / max(accepted_at - start, 1e-6),
         "e2e_rate": delivered / max(done_at - start, 1e-6),
@@ -571,6 +649,7 @@ def main():
     ]
     results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                "scenarios": {}}
+    results["fsync_floor_ms"] = fsync_floor(workdir)
     sink = Sink(workdir)
     pg = None if args.no_postgres or args.only else Postgres(workdir)
     try:
@@ -604,9 +683,10 @@ def main():
                             relay.close()
             summary = {}
             for target, samples in runs.items():
-                summary[target] = {key: statistics.median(s[key] for s in samples)
+                summary[target] = {key: median_of(s[key] for s in samples)
                                    for key in ("accept_rate", "e2e_rate", "peak_rss_mib", "cpu_s_per_1000",
-                                               "store_cpu_s_per_1000")}
+                                               "store_cpu_s_per_1000", "context_switches_per_message",
+                                               "messages_per_commit", "commit_ms", "acceptance_ms")}
                 summary[target]["complete"] = all(s["complete"] for s in samples)
             results["scenarios"][name] = summary
             print(f"{name}: " + ", ".join(f"{t} {v['e2e_rate']:.0f}/s" for t, v in summary.items()), flush=True)
@@ -650,6 +730,27 @@ def render(results):
             f"| {name} | {c['e2e_rate']:.0f} | {p['accept_rate']:.0f} | {p['e2e_rate']:.0f} | {h['accept_rate']:.0f} | "
             f"{h['e2e_rate']:.0f} | {h['e2e_rate'] / max(p['e2e_rate'], 1e-9):.2f} | {h['e2e_rate'] / max(c['e2e_rate'], 1e-9):.2f} | "
             f"{p['peak_rss_mib']:.0f}, {h['peak_rss_mib']:.0f} | {p['cpu_s_per_1000']:.2f}, {h['cpu_s_per_1000']:.2f} |")
+    timed = [(name, s["smarthost"]) for name, s in results["scenarios"].items()
+             if s.get("smarthost", {}).get("commit_ms") is not None]
+    if timed:
+        lines += ["", f"Where smarthost's time goes (SQLite; the disk's own 4 KiB write + fdatasync: "
+                  f"{results['fsync_floor_ms']:.2f} ms median):", "",
+                  "| scenario | acceptance ms (end of DATA to 250, mean) | commit ms (mean) | waiting for the writer ms | messages per commit | context switches per message |",
+                  "|---|---|---|---|---|---|"]
+        for name, h in timed:
+            lines.append(f"| {name} | {h['acceptance_ms']:.2f} | {h['commit_ms']:.2f} | "
+                         f"{h['acceptance_ms'] - h['commit_ms']:.2f} | {h['messages_per_commit']:.1f} | "
+                         f"{h['context_switches_per_message']:.1f} |")
+    others = [(name, s) for name, s in results["scenarios"].items() if "opensmtpd" in s]
+    if others:
+        lines += ["", "The same runs against OpenSMTPD (its package's defaults: one connection to a relay host):", "",
+                  "| scenario | OpenSMTPD accept/s | OpenSMTPD e2e/s | smarthost/OpenSMTPD | RSS MiB | CPU s/1000 |",
+                  "|---|---|---|---|---|---|"]
+        for name, s in others:
+            o, h = s["opensmtpd"], s["smarthost"]
+            lines.append(f"| {name} | {o['accept_rate']:.0f} | {o['e2e_rate']:.0f} | "
+                         f"{h['e2e_rate'] / max(o['e2e_rate'], 1e-9):.2f} | {o['peak_rss_mib']:.0f} | "
+                         f"{o['cpu_s_per_1000']:.2f} |")
     fleet = [(name, s) for name, s in results["scenarios"].items() if "smarthost-pg" in s]
     if fleet:
         lines += ["", "smarthost on PostgreSQL (a private server on this machine, fsync and synchronous_commit on):", "",

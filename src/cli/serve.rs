@@ -72,12 +72,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    let metrics = Arc::new(Metrics::new());
     let DaemonSpool {
         writer: spool,
         task: writer,
         delivery: store,
-    } = DaemonSpool::open(&config.spool).await?;
-    let metrics = Arc::new(Metrics::new());
+    } = DaemonSpool::open(&config.spool, metrics.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let trimmer = tokio::spawn(give_freed_memory_back());
     let wake = spool.commit_signal();

@@ -32,7 +32,7 @@ pub use delivery::{
 };
 pub use delivery_store::DeliveryStore;
 pub use error::SpoolError;
-pub use group_commit::{SpoolWriter, WriterStats};
+pub use group_commit::{CommitObserver, SpoolWriter, WriterStats};
 pub use maildrop::Maildrop;
 pub use message::{NewMessage, NewRecipient, Origin};
 pub use postgres::{NodeId, NodeSummary, PgDelivery, redacted as redacted_url};

@@ -2,6 +2,7 @@
 //! the SQLite file at `spool.path`. `sendmail` always commits to the SQLite file (with a
 //! shared store it is the node's maildrop, see `maildrop`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -10,8 +11,8 @@ use super::delivery_store::Direct;
 use super::postgres::{NodeId, NodeSummary, PgCommit, PgDelivery, PgQueue, Role};
 use super::sqlite::{SqliteCommit, SqliteDelivery, SqliteQueue};
 use super::{
-    DeliveryStore, Filter, MessageDetails, MessageSummary, OpenMode, QueueAdmin, QueueStats,
-    Selection, SpoolError, SpoolWriter, WriterStats,
+    CommitObserver, DeliveryStore, Filter, MessageDetails, MessageSummary, OpenMode, QueueAdmin,
+    QueueStats, Selection, SpoolError, SpoolWriter, WriterStats,
 };
 use crate::config::SpoolConfig;
 
@@ -30,10 +31,14 @@ pub struct DaemonSpool {
 impl DaemonSpool {
     /// Opens the configured store, creating and migrating it as needed. On a shared store
     /// this node registers under a new identity.
-    pub async fn open(config: &SpoolConfig) -> Result<DaemonSpool, SpoolError> {
+    pub async fn open(
+        config: &SpoolConfig,
+        observer: Arc<dyn CommitObserver>,
+    ) -> Result<DaemonSpool, SpoolError> {
         match &config.url {
             None => {
-                let (writer, task) = SpoolWriter::spawn(SqliteCommit::open(config).await?);
+                let (writer, task) =
+                    SpoolWriter::spawn(SqliteCommit::open(config).await?, observer);
                 let direct = Direct::Sqlite(SqliteDelivery::open(config).await?);
                 Ok(DaemonSpool {
                     delivery: DeliveryStore::new(direct, writer.clone()),
@@ -51,7 +56,8 @@ impl DaemonSpool {
                 let node = NodeId::generate();
                 super::postgres::register(&delivery_pool, &node).await?;
                 tracing::info!(%node, store = %super::postgres::redacted(url), "joined the shared spool");
-                let (writer, task) = SpoolWriter::spawn(PgCommit::new(writer_pool, node.clone()));
+                let (writer, task) =
+                    SpoolWriter::spawn(PgCommit::new(writer_pool, node.clone()), observer);
                 let direct = Direct::Postgres(PgDelivery::new(delivery_pool, node));
                 Ok(DaemonSpool {
                     delivery: DeliveryStore::new(direct, writer.clone()),
@@ -68,7 +74,10 @@ impl SpoolWriter {
     pub async fn start_local(
         config: &SpoolConfig,
     ) -> Result<(SpoolWriter, JoinHandle<WriterStats>), SpoolError> {
-        Ok(SpoolWriter::spawn(SqliteCommit::open(config).await?))
+        Ok(SpoolWriter::spawn(
+            SqliteCommit::open(config).await?,
+            Arc::new(()),
+        ))
     }
 }
 
