@@ -129,48 +129,16 @@ def time_handoff(name, spec, workdir, runs):
     return json.loads(result.stdout)
 
 
-class Served:
-    """in_namespace.py serve: the spec's daemon running until `close()`."""
+class _Namespaced:
+    """in_namespace.py in MODE, talked to over its standard input and output; `close()` tells
+    it to stop (it stops its daemon) and waits for it."""
 
-    def __init__(self, name, spec, workdir):
-        self.process = subprocess.Popen(_in_namespace("serve", _spec_file(name, spec, workdir, 0)),
+    def __init__(self, mode, name, spec, workdir, runs):
+        self.process = subprocess.Popen(_in_namespace(mode, _spec_file(name, spec, workdir, runs)),
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
         if not self.process.stdout.readline():
             raise RuntimeError(f"{name}: {self.process.stderr.read()}")
-
-    def pids(self):
-        return descendants(self.process.pid)[1:]
-
-    def close(self):
-        try:
-            self.process.stdin.write("stop\n")
-            self.process.stdin.flush()
-            self.process.wait(timeout=60)
-        except (BrokenPipeError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-class Backlog:
-    """in_namespace.py backlog: `messages` submitted while the upstream is down, then, on
-    `flush()`, the peer's own flush; `close()` stops its daemon and the namespace."""
-
-    def __init__(self, name, spec, workdir, messages):
-        self.name = name
-        self.process = subprocess.Popen(_in_namespace("backlog", _spec_file(name, spec, workdir, messages)),
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{name}: {self.process.stderr.read()}")
-
-    def flush(self):
-        self.process.stdin.write("flush\n")
-        self.process.stdin.flush()
-
-    def flushed(self):
-        return self.process.stdout.readline()
 
     def pids(self):
         """Every process below the namespace's runner (the daemon, the flush command), not
@@ -185,6 +153,25 @@ class Backlog:
         except (BrokenPipeError, subprocess.TimeoutExpired):
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+class Served(_Namespaced):
+    """in_namespace.py serve: the spec's daemon running until `close()`."""
+
+    def __init__(self, name, spec, workdir):
+        super().__init__("serve", name, spec, workdir, 0)
+
+
+class Backlog(_Namespaced):
+    """in_namespace.py backlog: `messages` submitted while the upstream is down (returns once
+    they are), then, on `flush()`, the peer's own flush."""
+
+    def __init__(self, name, spec, workdir, messages):
+        super().__init__("backlog", name, spec, workdir, messages)
+
+    def flush(self):
+        self.process.stdin.write("flush\n")
+        self.process.stdin.flush()
 
 
 def descendants(pid):
