@@ -71,6 +71,9 @@ pub struct Evaluation {
     pub voids: usize,
     /// The term that matched, or why evaluation ended in an error.
     pub reason: String,
+    /// For a permerror, what it asks of the record's owner.
+    #[serde(skip)]
+    pub broken: Option<Broken>,
     /// The include and redirect targets whose records were read.
     #[serde(skip)]
     pub consulted: BTreeSet<String>,
@@ -79,7 +82,19 @@ pub struct Evaluation {
 /// Why evaluation stopped early: RFC 7208 2.6.6 temperror or 2.6.7 permerror.
 enum Stop {
     Temp(String),
-    Perm(String),
+    Perm(Broken, String),
+}
+
+/// What a permerror asks of the record's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// More than 10 DNS-querying terms (4.6.4).
+    TooManyLookups,
+    /// Terms naming domains with no records: void lookups over 2 (4.6.4), or an include or
+    /// redirect target without SPF (5.2, 6.1).
+    EmptyTargets,
+    /// The record itself: its grammar, two records, too many MX records, a chain too deep.
+    Record,
 }
 
 type Step<'a, T> = Pin<Box<dyn Future<Output = Result<T, Stop>> + Send + 'a>>;
@@ -111,10 +126,10 @@ pub async fn check_host(dns: &Dns, ip: IpAddr, domain: &str, helo: &str) -> Eval
         voids: 0,
         consulted: BTreeSet::new(),
     };
-    let (result, reason) = match walk.check(domain, 0).await {
-        Ok(found) => found,
-        Err(Stop::Temp(reason)) => (SpfResult::TempError, reason),
-        Err(Stop::Perm(reason)) => (SpfResult::PermError, reason),
+    let (result, reason, broken) = match walk.check(domain, 0).await {
+        Ok((result, reason)) => (result, reason, None),
+        Err(Stop::Temp(reason)) => (SpfResult::TempError, reason, None),
+        Err(Stop::Perm(broken, reason)) => (SpfResult::PermError, reason, Some(broken)),
     };
     Evaluation {
         ip,
@@ -122,6 +137,7 @@ pub async fn check_host(dns: &Dns, ip: IpAddr, domain: &str, helo: &str) -> Eval
         lookups: walk.lookups,
         voids: walk.voids,
         reason,
+        broken,
         consulted: walk.consulted,
     }
 }
@@ -158,10 +174,11 @@ impl<'a> Walk<'a> {
             0 => Ok(None),
             1 => Record::parse(&spf.remove(0))
                 .map(Some)
-                .map_err(|e| Stop::Perm(format!("{domain}: {e}"))),
-            n => Err(Stop::Perm(format!(
-                "{domain} has {n} SPF records (RFC 7208 4.5)"
-            ))),
+                .map_err(|e| Stop::Perm(Broken::Record, format!("{domain}: {e}"))),
+            n => Err(Stop::Perm(
+                Broken::Record,
+                format!("{domain} has {n} SPF records (RFC 7208 4.5)"),
+            )),
         }
     }
 
@@ -173,9 +190,10 @@ impl<'a> Walk<'a> {
     ) -> Step<'_, (SpfResult, String)> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
-                return Err(Stop::Perm(format!(
-                    "include and redirect chain deeper than {MAX_DEPTH} at {domain}"
-                )));
+                return Err(Stop::Perm(
+                    Broken::Record,
+                    format!("include and redirect chain deeper than {MAX_DEPTH} at {domain}"),
+                ));
             }
             // The redirect costs its lookup when the record is read, as pyspf counts it, even
             // beside an `all` that makes it ignored (6.1): 4.6.4 counts the terms present.
@@ -197,9 +215,10 @@ impl<'a> Walk<'a> {
             };
             self.consulted.insert(target.to_ascii_lowercase());
             match self.record(&target).await? {
-                None => Err(Stop::Perm(format!(
-                    "redirect={target}: no SPF record there (RFC 7208 6.1)"
-                ))),
+                None => Err(Stop::Perm(
+                    Broken::EmptyTargets,
+                    format!("redirect={target}: no SPF record there (RFC 7208 6.1)"),
+                )),
                 Some(next) => self.evaluate(target, next, depth + 1).await,
             }
         })
@@ -224,9 +243,10 @@ impl<'a> Walk<'a> {
                 // 5.2's table: only pass matches; none is a permerror; errors carry up.
                 match self.check(target.clone(), depth + 1).await?.0 {
                     SpfResult::Pass => Ok(true),
-                    SpfResult::None => Err(Stop::Perm(format!(
-                        "include:{target}: no SPF record there (RFC 7208 5.2)"
-                    ))),
+                    SpfResult::None => Err(Stop::Perm(
+                        Broken::EmptyTargets,
+                        format!("include:{target}: no SPF record there (RFC 7208 5.2)"),
+                    )),
                     _ => Ok(false),
                 }
             }
@@ -263,10 +283,13 @@ impl<'a> Walk<'a> {
     fn count_lookup(&mut self, term: &str) -> Result<(), Stop> {
         self.lookups += 1;
         if self.lookups > MAX_LOOKUPS {
-            return Err(Stop::Perm(format!(
-                "{term} is DNS lookup {}, over the limit of {MAX_LOOKUPS} (RFC 7208 4.6.4)",
-                self.lookups
-            )));
+            return Err(Stop::Perm(
+                Broken::TooManyLookups,
+                format!(
+                    "{term} is DNS lookup {}, over the limit of {MAX_LOOKUPS} (RFC 7208 4.6.4)",
+                    self.lookups
+                ),
+            ));
         }
         Ok(())
     }
@@ -274,10 +297,13 @@ impl<'a> Walk<'a> {
     fn void(&mut self, query: &str) -> Result<(), Stop> {
         self.voids += 1;
         if self.voids > MAX_VOID_LOOKUPS {
-            return Err(Stop::Perm(format!(
-                "{query} is void lookup {}, over the limit of {MAX_VOID_LOOKUPS} (RFC 7208 4.6.4)",
-                self.voids
-            )));
+            return Err(Stop::Perm(
+                Broken::EmptyTargets,
+                format!(
+                    "{query} is void lookup {}, over the limit of {MAX_VOID_LOOKUPS} (RFC 7208 4.6.4)",
+                    self.voids
+                ),
+            ));
         }
         Ok(())
     }
@@ -342,10 +368,13 @@ impl<'a> Walk<'a> {
             Answer::Failed(reason) => return Err(Stop::Temp(format!("MX {name}: {reason}"))),
         };
         if exchanges.len() > MAX_NAMES_PER_TERM {
-            return Err(Stop::Perm(format!(
-                "mx:{name} has {} MX records, more than {MAX_NAMES_PER_TERM} (RFC 7208 4.6.4)",
-                exchanges.len()
-            )));
+            return Err(Stop::Perm(
+                Broken::Record,
+                format!(
+                    "mx:{name} has {} MX records, more than {MAX_NAMES_PER_TERM} (RFC 7208 4.6.4)",
+                    exchanges.len()
+                ),
+            ));
         }
         exchanges.sort();
         let mut addresses = Vec::new();

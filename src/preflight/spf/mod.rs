@@ -14,8 +14,8 @@ use ipnet::IpNet;
 
 use super::dns::{Answer, Dns};
 use super::report::{Check, Status};
+use check_host::{Broken, MAX_LOOKUPS, MAX_VOID_LOOKUPS, check_host};
 pub use check_host::{Evaluation, SpfResult};
-use check_host::{MAX_LOOKUPS, MAX_VOID_LOOKUPS, check_host};
 use record::{Mechanism, Qualifier, Record, is_spf};
 
 /// Addresses no sender uses (RFC 5737 TEST-NET-1, RFC 3849): a record that passes them
@@ -273,7 +273,7 @@ fn limits(name: &str, evaluation: &Evaluation) -> Check {
                 "check_host({}) = permerror: {}; receivers fail SPF for all mail",
                 evaluation.ip, evaluation.reason
             ),
-            permerror_fix(&evaluation.reason),
+            permerror_fix(evaluation.broken),
         ),
         SpfResult::TempError => Check::warn(
             name,
@@ -288,13 +288,15 @@ fn limits(name: &str, evaluation: &Evaluation) -> Check {
     check.with_evaluations(vec![evaluation.clone()])
 }
 
-fn permerror_fix(reason: &str) -> &'static str {
-    if reason.contains("DNS lookup") {
-        "flatten includes into ip4:/ip6: terms or drop unused ones (at most 10 lookups)"
-    } else if reason.contains("void lookup") || reason.contains("no SPF record") {
-        "remove terms naming domains that have no records"
-    } else {
-        "fix the record the reason names (RFC 7208 section 12 grammar)"
+fn permerror_fix(broken: Option<Broken>) -> &'static str {
+    match broken {
+        Some(Broken::TooManyLookups) => {
+            "flatten includes into ip4:/ip6: terms or drop unused ones (at most 10 lookups)"
+        }
+        Some(Broken::EmptyTargets) => "remove terms naming domains that have no records",
+        Some(Broken::Record) | None => {
+            "fix the record the reason names (RFC 7208 section 12 grammar)"
+        }
     }
 }
 
@@ -358,7 +360,7 @@ async fn authorizes(dns: &Dns, domain: &str, upstream: &UpstreamSpf, helo: &str)
         ),
     };
     let fix = match (&upstream.include, worst.result) {
-        (_, SpfResult::PermError) => permerror_fix(&worst.reason).to_string(),
+        (_, SpfResult::PermError) => permerror_fix(worst.broken).to_string(),
         (Some(include), _) => format!("add include:{include} to the SPF record of {domain}"),
         (None, _) => format!(
             "add ip4:/ip6: terms for {ips} (or the upstream's include) to the record of {domain}"
