@@ -151,7 +151,7 @@ impl Audit {
             sender_domains: failing,
             probe_upstreams: setup.config.preflight.probe_upstreams,
         };
-        let report = run_with(&setup.config, &setup.dns, &options).await;
+        let report = run_with(&setup.config, Some(&setup.dns), &options).await;
         let until = Instant::now() + setup.interval;
         let mut by_domain: HashMap<String, Vec<Check>> = HashMap::new();
         for check in &report.checks {

@@ -26,34 +26,33 @@ pub struct Options {
 /// finding with that reason, never a hang.
 pub async fn run(config: &Config, options: &Options) -> Report {
     match Dns::new(&config.dns.nameservers, config.dns.timeout) {
-        Ok(dns) => run_with(config, &dns, options).await,
+        Ok(dns) => run_with(config, Some(&dns), options).await,
         Err(error) => {
-            let mut found = vec![Check::fail(
+            let unresolved = Check::fail(
                 "dns",
                 error,
                 "fix /etc/resolv.conf or set [dns] nameservers",
-            )];
-            if options.probe_upstreams {
-                let domains = checks::sender_domains(config, &options.sender_domains);
-                found.extend(probe::upstreams(config, &domains).await);
-            }
-            found.extend(checks::local(config));
-            Report::new(found)
+            );
+            let rest = run_with(config, None, options).await.checks;
+            Report::new(std::iter::once(unresolved).chain(rest).collect())
         }
     }
 }
 
-async fn run_with(config: &Config, dns: &Dns, options: &Options) -> Report {
+/// Every check; those that need DNS only with a resolver.
+async fn run_with(config: &Config, dns: Option<&Dns>, options: &Options) -> Report {
     let mut found = Vec::new();
-    found.extend(checks::helo(config, dns).await);
-    found.extend(checks::reverse_dns(config, dns).await);
-    found.extend(checks::envelope_sender(config, dns).await);
-    let helo = checks::effective_helo(config);
-    let upstreams = checks::upstream_spf(config);
     let domains = checks::sender_domains(config, &options.sender_domains);
-    for domain in &domains {
-        found.extend(spf::audit(dns, domain, &upstreams, &helo).await);
-        found.push(checks::dmarc(dns, domain).await);
+    if let Some(dns) = dns {
+        found.extend(checks::helo(config, dns).await);
+        found.extend(checks::reverse_dns(config, dns).await);
+        found.extend(checks::envelope_sender(config, dns).await);
+        let helo = checks::effective_helo(config);
+        let upstreams = checks::upstream_spf(config);
+        for domain in &domains {
+            found.extend(spf::audit(dns, domain, &upstreams, &helo).await);
+            found.push(checks::dmarc(dns, domain).await);
+        }
     }
     if options.probe_upstreams {
         found.extend(probe::upstreams(config, &domains).await);
