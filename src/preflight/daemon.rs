@@ -195,10 +195,11 @@ impl Audit {
     /// never, but an unaudited domain is audited in the background, for logs and metrics.
     pub async fn hold_reason(self: &Arc<Self>, sender: &str) -> Option<String> {
         let domain = sender.rsplit_once('@')?.1.to_ascii_lowercase();
-        let cell = self.cell(&domain)?;
-        let setup = self.setup();
-        if setup.config.preflight.enforce == Enforce::Warn {
-            if !cell.initialized() {
+        let (cell, new) = self.cell(&domain)?;
+        if self.setup().config.preflight.enforce == Enforce::Warn {
+            // Once per verdict: every message until the audit ends would otherwise spawn a
+            // task that only waits for it.
+            if new {
                 let audit = self.clone();
                 tokio::spawn(async move {
                     cell.get_or_init(|| audit.audit_domain(domain)).await;
@@ -212,21 +213,21 @@ impl Audit {
             .clone()
     }
 
-    /// The domain's verdict cell: the fresh one, or a new one in place of an expired one.
-    /// `None` for a verdict that is fresh and passing (the common case, without a clone).
-    fn cell(&self, domain: &str) -> Option<Arc<OnceCell<Verdict>>> {
+    /// The domain's verdict cell, and whether it was just made (in place of none or of an
+    /// expired one). `None` for a verdict that is fresh and passing (the common case).
+    fn cell(&self, domain: &str) -> Option<(Arc<OnceCell<Verdict>>, bool)> {
         let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cell) = verdicts.get(domain) {
             match cell.get() {
                 Some(v) if v.until > Instant::now() && v.failing.is_none() => return None,
-                Some(v) if v.until > Instant::now() => return Some(cell.clone()),
+                Some(v) if v.until > Instant::now() => return Some((cell.clone(), false)),
                 Some(_) => {}
-                None => return Some(cell.clone()),
+                None => return Some((cell.clone(), false)),
             }
         }
         let cell = Arc::new(OnceCell::new());
         verdicts.insert(domain.to_string(), cell.clone());
-        Some(cell)
+        Some((cell, true))
     }
 
     /// SPF and DMARC of one sender domain, kept for its SPF record's TTL.
