@@ -42,7 +42,9 @@ for path in ./usr/bin/smarthost ./usr/sbin/sendmail ./usr/lib/sendmail ./usr/bin
     ./usr/share/smarthost/monitoring/smarthost-alerts.yml; do
   grep -q " $path\( \|$\)" <<<"$contents" || fail "$path is not in the package"
 done
-grep -q "./usr/sbin/sendmail -> ../bin/smarthost" <<<"$contents" || fail "sendmail is not a link to smarthost"
+for link in ./usr/lib/sendmail ./usr/bin/mailq ./usr/bin/newaliases; do
+  grep -q "$link -> .*sbin/sendmail$" <<<"$contents" || fail "$link is not a link to sendmail"
+done
 dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/smarthost/smarthost.toml \
   || fail "the configuration is not a conffile"
 lintian --fail-on error --tag-display-limit 0 "$deb" || fail "lintian reports errors"

@@ -2,10 +2,12 @@
 # Builds the Debian package: target/debian/smarthost_<version>_<arch>.deb.
 #
 #   bash contrib/package.sh            # release build, then the package
-#   bash contrib/package.sh --binary target/debug/smarthost   # package an existing binary
-#                                      # (the test suite does this, to skip a release build)
+#   bash contrib/package.sh --binary target/debug/smarthost   # package an existing build
+#                                      # (the test suite does this, to skip a release build;
+#                                      # smarthost-sendmail is taken from the same directory)
 #
-# dpkg-buildpackage (debhelper) lays out a staging tree made here: the binary, the man pages
+# dpkg-buildpackage (debhelper) lays out a staging tree made here: the binaries (`smarthost`,
+# and the lean `smarthost-sendmail` as /usr/sbin/sendmail, which cron starts), the man pages
 # and completions it generates (`smarthost generate`), the packaged configuration, the
 # systemd unit, the monitoring files, and contrib/debian/. Installs debhelper when missing.
 set -euo pipefail
@@ -37,6 +39,7 @@ mkdir -p "$stage"
 cp -r contrib/debian "$stage/debian"
 cp contrib/systemd/smarthost.service "$stage/debian/smarthost.service"
 cp "$binary" "$stage/smarthost"
+cp "$(dirname "$binary")/smarthost-sendmail" "$stage/sendmail"
 "$binary" generate man "$stage/man" >/dev/null
 cp contrib/man/sendmail.8 "$stage/man/"
 "$binary" generate completions "$stage/completions-flat" >/dev/null

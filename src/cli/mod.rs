@@ -168,29 +168,52 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// argv[0] is `sendmail`: the whole command line is sendmail's. It reports its own outcome
-/// (exit status, one line on stderr when something is wrong); log lines would land in cron
-/// mail and PHP error logs, so only errors are logged.
-pub fn run_as_sendmail(args: Vec<OsString>) -> ExitCode {
-    telemetry::init(LogFormat::Human, "error");
-    sendmail::main(
-        args,
-        std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from),
-    )
+/// The names a program answers to besides `smarthost`: argv[0]'s file name decides, as it
+/// does for every MTA's sendmail. Both binaries (`smarthost` and the package's lean
+/// `smarthost-sendmail`) dispatch here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    Sendmail,
+    Mailq,
+    Newaliases,
 }
 
-/// argv[0] is `mailq`.
-pub fn run_as_mailq() -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
-    let config = std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from);
-    let spool = std::env::var_os("SMARTHOST_SPOOL").map(PathBuf::from);
-    with_config(config, spool, |c| mailq::run(&c))
-}
+impl Personality {
+    /// The personality argv[0] names, if any.
+    pub fn of(argv0: Option<&OsString>) -> Option<Personality> {
+        let name = argv0
+            .and_then(|arg0| std::path::Path::new(arg0).file_name())
+            .and_then(|name| name.to_str())?;
+        match name {
+            "sendmail" => Some(Personality::Sendmail),
+            "mailq" => Some(Personality::Mailq),
+            "newaliases" => Some(Personality::Newaliases),
+            _ => None,
+        }
+    }
 
-/// argv[0] is `newaliases` (Debian links it to the MTA's sendmail, and package scripts call
-/// it): aliases are `rewrite.aliases` in the configuration, so there is nothing to rebuild.
-pub fn run_as_newaliases() -> ExitCode {
-    ExitCode::from(exit::OK)
+    /// Runs it with the arguments after argv[0].
+    pub fn run(self, args: Vec<OsString>) -> ExitCode {
+        match self {
+            Personality::Sendmail => {
+                telemetry::init(LogFormat::Human, "error");
+                sendmail::main(
+                    args,
+                    std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from),
+                )
+            }
+            Personality::Mailq => {
+                telemetry::init(LogFormat::Human, "warn");
+                let config = std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from);
+                let spool = std::env::var_os("SMARTHOST_SPOOL").map(PathBuf::from);
+                with_config(config, spool, |c| mailq::run(&c))
+            }
+            // Debian links newaliases to the MTA's sendmail, and package scripts call it:
+            // aliases are `rewrite.aliases` in the configuration, so there is nothing to
+            // rebuild.
+            Personality::Newaliases => ExitCode::from(exit::OK),
+        }
+    }
 }
 
 /// Loads and validates the configuration (applying a `--spool` override), or explains why not.

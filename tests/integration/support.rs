@@ -19,6 +19,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_smarthost");
+/// The lean binary the package links `sendmail`, `mailq` and `newaliases` to.
+pub const SENDMAIL_BIN: &str = env!("CARGO_BIN_EXE_smarthost-sendmail");
 const STARTUP_LIMIT: Duration = Duration::from_secs(20);
 
 /// Which store a test's relay keeps its queue in.
@@ -103,11 +105,12 @@ impl Workdir {
         self.dir.path().join("spool.db")
     }
 
-    /// A link to the binary named `name` (sendmail, mailq), as an operator would install it.
+    /// A link named `name` (sendmail, mailq) to the binary the package links it to, as an
+    /// operator would have it installed.
     pub fn link(&self, name: &str) -> PathBuf {
         let link = self.dir.path().join(name);
         if !link.exists() {
-            std::os::unix::fs::symlink(BIN, &link).expect("symlink");
+            std::os::unix::fs::symlink(SENDMAIL_BIN, &link).expect("symlink");
         }
         link
     }

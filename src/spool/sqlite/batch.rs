@@ -1,14 +1,15 @@
 //! One group commit's SQL for SQLite: new messages (submissions and bounces), delivery
-//! outcomes and the counters (see `spool::batch`), as one fixed script run in one call.
+//! outcomes and the counters (see `spool::batch`), as one fixed script run in one call (one
+//! of a few: a batch runs only the parts it has rows for).
 //!
 //! Why one script: every statement sqlx runs is a round trip to its SQLite thread (two thread
 //! wake-ups), and the profile showed those round trips, not SQLite's own work, as the largest
-//! cost of a message. The script's SQL never changes, so SQLite prepares it once; the batch
+//! cost of a message. A script's SQL never changes, so SQLite prepares it once; the batch
 //! travels as JSON arrays and one blob holding every body, which `substr` slices. The arrays
 //! are read with `jsonb_each`, whose row values stay in SQLite's binary JSON: with
 //! `json_each` every `value->>'field'` parsed the row's text again, which was a tenth of the
-//! relay's CPU time with 20 sessions. The script is several statements in one prepared query, which the SQLite
-//! driver of sqlx 0.9 runs in order (a behaviour sqlx calls deprecated; the spool tests fail
+//! relay's CPU time with 20 sessions. A script is several statements in one prepared query,
+//! which the SQLite driver of sqlx 0.9 runs in order (a behaviour sqlx calls deprecated; the spool tests fail
 //! loudly if a later version drops it).
 
 use sqlx::{Row, SqliteConnection};
@@ -19,9 +20,9 @@ use crate::spool::batch::{Batch, Counters, NewRows, OutcomeRows};
 /// Parameters are positional, bound in the order they appear (see `write`): sqlx binds
 /// `?NNN` per statement and stops binding once unused lower slots have used up the argument
 /// list, so numbered parameters cannot be shared between the statements of one script.
-macro_rules! script_body {
+macro_rules! insert_new {
     () => {
-        "BEGIN IMMEDIATE;
+        "
         INSERT INTO messages (id, received_at, sender, original_sender, helo, client_addr,
             submitter, protocol, body_type, smtputf8, size, rewrites)
         SELECT value->>'id', value->>'received_at', value->>'sender', value->>'original_sender',
@@ -36,7 +37,15 @@ macro_rules! script_body {
             m.value->>'received_at', m.value->>'received_at', m.value->>'lease_until'
         FROM jsonb_each(?) AS m, jsonb_each(m.value, '$.recipients') AS r
         RETURNING id, message_id, address, lease_until IS NOT NULL;
+"
+    };
+}
 
+/// Delivery outcomes: the recipients' new state, the attempt, rewrite notes, finished
+/// messages and their bodies cut down to the headers.
+macro_rules! record_outcomes {
+    () => {
+        "
         UPDATE recipients SET
             state = CASE WHEN recipients.state = 'held' AND recipients.held_by = 'operator'
                               AND o.value->>'state' = 'deferred'
@@ -68,20 +77,34 @@ macro_rules! script_body {
         WHERE message_id IN (SELECT id FROM messages WHERE id IN (SELECT value FROM jsonb_each(?))
                              AND finished_at IS NOT NULL)
           AND instr(data, X'0D0A0D0A') > 0;
-
-        UPDATE counters SET value = counters.value + c.value FROM jsonb_each(?) AS c
-        WHERE counters.name = c.key;
-        COMMIT;"
+"
     };
 }
 
-/// The script, with the `synchronous` setting of its commit. Only the recipients INSERT
-/// returns rows.
-fn script(durable: bool) -> &'static str {
-    if durable {
-        concat!("PRAGMA synchronous = FULL;", script_body!())
-    } else {
-        concat!("PRAGMA synchronous = NORMAL;", script_body!())
+/// One transaction of the given parts, and the counters they moved.
+macro_rules! script {
+    ($synchronous:literal $(, $part:expr)*) => {
+        concat!("PRAGMA synchronous = ", $synchronous, "; BEGIN IMMEDIATE;", $($part,)*
+        "UPDATE counters SET value = counters.value + c.value FROM jsonb_each(?) AS c
+        WHERE counters.name = c.key;
+        COMMIT;")
+    };
+}
+
+/// The script for a batch: only the parts it has rows for (a script is prepared once per
+/// connection, but `sendmail` opens a connection per message, and there parsing the whole
+/// script was a tenth of its time), with the `synchronous` setting of its commit. Only the
+/// recipients INSERT returns rows.
+fn script(durable: bool, new: bool, outcomes: bool) -> &'static str {
+    match (durable, new, outcomes) {
+        (true, true, true) => script!("FULL", insert_new!(), record_outcomes!()),
+        (true, true, false) => script!("FULL", insert_new!()),
+        (true, false, true) => script!("FULL", record_outcomes!()),
+        (true, false, false) => script!("FULL"),
+        (false, true, true) => script!("NORMAL", insert_new!(), record_outcomes!()),
+        (false, true, false) => script!("NORMAL", insert_new!()),
+        (false, false, true) => script!("NORMAL", record_outcomes!()),
+        (false, false, false) => script!("NORMAL"),
     }
 }
 
@@ -97,18 +120,26 @@ pub(super) async fn write(
     let new = NewRows::build(&batch.new);
     let outcomes = OutcomeRows::build(&batch.outcomes);
     let counters = Counters::of(batch.submissions, &batch.outcomes);
+    let (has_new, has_outcomes) = (!batch.new.is_empty(), !batch.outcomes.is_empty());
     // In the order the script's parameters appear.
-    let result = sqlx::query(script(durable))
-        .bind(new.messages.clone()) // INSERT INTO messages
-        .bind(new.bodies) // INSERT INTO bodies ...
-        .bind(new.messages.clone()) // ... with their ids
-        .bind(new.messages) // INSERT INTO recipients
-        .bind(outcomes.records.clone()) // UPDATE recipients
-        .bind(outcomes.records) // INSERT INTO attempts
-        .bind(outcomes.notes) // UPDATE messages SET rewrites
-        .bind(outcomes.now) // UPDATE messages SET finished_at ...
-        .bind(outcomes.message_ids.clone()) // ... of these messages
-        .bind(outcomes.message_ids) // UPDATE bodies
+    let mut query = sqlx::query(script(durable, has_new, has_outcomes));
+    if has_new {
+        query = query
+            .bind(new.messages.clone()) // INSERT INTO messages
+            .bind(new.bodies) // INSERT INTO bodies ...
+            .bind(new.messages.clone()) // ... with their ids
+            .bind(new.messages); // INSERT INTO recipients
+    }
+    if has_outcomes {
+        query = query
+            .bind(outcomes.records.clone()) // UPDATE recipients
+            .bind(outcomes.records) // INSERT INTO attempts
+            .bind(outcomes.notes) // UPDATE messages SET rewrites
+            .bind(outcomes.now) // UPDATE messages SET finished_at ...
+            .bind(outcomes.message_ids.clone()) // ... of these messages
+            .bind(outcomes.message_ids); // UPDATE bodies
+    }
+    let result = query
         .bind(counters.json()) // UPDATE counters
         .fetch_all(&mut *conn)
         .await;

@@ -43,7 +43,18 @@ pub async fn open_connection(
     if mode == OpenMode::Write {
         create_private(path).map_err(open_error)?;
     }
-    let mut conn = connect_options(path, busy_timeout, mode)
+    let options = connect_options(path, busy_timeout, mode);
+    // Setting auto-vacuum writes the database header in a transaction of its own, synced,
+    // even when the mode is already set: a fsync of the WAL and one of its directory at
+    // every `sendmail`. It takes effect only before the first table exists, so only a file
+    // with no database in it yet is given it.
+    let options = if mode == OpenMode::Write && std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
+    {
+        options.auto_vacuum(SqliteAutoVacuum::Incremental)
+    } else {
+        options
+    };
+    let mut conn = options
         .connect()
         .await
         .map_err(|e| open_error(e.to_string()))?;
@@ -161,7 +172,9 @@ pub fn writable(path: &Path) -> Result<(), String> {
     }
 }
 
-/// WAL with `synchronous=FULL`: a COMMIT has reached the disk when it returns.
+/// WAL with `synchronous=FULL`: a COMMIT has reached the disk when it returns. (A new file
+/// is also given incremental auto-vacuum, which lets `queue delete` hand freed pages back to
+/// the file system, see `compact`; a spool made before it keeps reusing its freed pages.)
 pub(super) fn connect_options(
     path: &Path,
     busy_timeout: Duration,
@@ -180,13 +193,7 @@ pub(super) fn connect_options(
     // of saying what the file is.
     match mode {
         OpenMode::Read => options,
-        OpenMode::Existing => options.journal_mode(SqliteJournalMode::Wal),
-        // Incremental auto-vacuum lets `queue delete` hand freed pages back to the file
-        // system (see `compact`). It takes effect only in a file that has no tables yet: a
-        // spool made before it keeps reusing its freed pages for new mail.
-        OpenMode::Write => options
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
-            .journal_mode(SqliteJournalMode::Wal),
+        OpenMode::Existing | OpenMode::Write => options.journal_mode(SqliteJournalMode::Wal),
     }
 }
 
