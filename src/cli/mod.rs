@@ -195,6 +195,9 @@ impl Personality {
     /// Runs it with the arguments after argv[0].
     pub fn run(self, args: Vec<OsString>) -> ExitCode {
         match self {
+            // The whole command line is sendmail's. It reports its own outcome (exit status,
+            // one line on stderr when something is wrong); log lines would land in cron mail
+            // and PHP error logs, so only errors are logged.
             Personality::Sendmail => {
                 telemetry::init(LogFormat::Human, "error");
                 sendmail::main(

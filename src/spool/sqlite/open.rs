@@ -44,10 +44,11 @@ pub async fn open_connection(
         create_private(path).map_err(open_error)?;
     }
     let options = connect_options(path, busy_timeout, mode);
-    // Setting auto-vacuum writes the database header in a transaction of its own, synced,
-    // even when the mode is already set: a fsync of the WAL and one of its directory at
-    // every `sendmail`. It takes effect only before the first table exists, so only a file
-    // with no database in it yet is given it.
+    // Incremental auto-vacuum lets `queue delete` hand freed pages back to the file system
+    // (see `compact`). Setting it writes the database header in a transaction of its own,
+    // synced, even when the mode is already set: a fsync of the WAL and one of its directory
+    // at every `sendmail`. It takes effect only before the first table exists, so only a
+    // file with no database in it yet is given it (an older spool reuses its freed pages).
     let options = if mode == OpenMode::Write && std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
     {
         options.auto_vacuum(SqliteAutoVacuum::Incremental)
@@ -172,9 +173,7 @@ pub fn writable(path: &Path) -> Result<(), String> {
     }
 }
 
-/// WAL with `synchronous=FULL`: a COMMIT has reached the disk when it returns. (A new file
-/// is also given incremental auto-vacuum, which lets `queue delete` hand freed pages back to
-/// the file system, see `compact`; a spool made before it keeps reusing its freed pages.)
+/// WAL with `synchronous=FULL`: a COMMIT has reached the disk when it returns.
 pub(super) fn connect_options(
     path: &Path,
     busy_timeout: Duration,
