@@ -175,6 +175,14 @@ fn a_new_certificate_is_served_after_sighup_and_a_broken_one_keeps_the_old() {
 /// testssl.sh (Debian; OpenSSL underneath) against the STARTTLS and the implicit-TLS
 /// listener at once: no finding rated HIGH or CRITICAL. No DNS lookups (`--nodns none`): the
 /// test CA is handed over with `--add-ca`.
+///
+/// `--openssl-timeout` bounds each of its `openssl s_client` calls. Without it, one probe can
+/// wait for the relay's idle timeout (5 min): the client-initiated renegotiation check tries
+/// again with no time limit when its first, time-limited try ended quickly. When the 220
+/// greeting arrives before the client's "R", OpenSSL sends its renegotiation ClientHello,
+/// rustls answers with a no_renegotiation warning (RFC 5246 §7.2.2), and OpenSSL 3.0 then
+/// waits for a ServerHello that never comes. Meanwhile the relay waits for an SMTP command,
+/// as it should. Killed at the bound, the probe is reported as DEBUG, not as a finding.
 #[test]
 fn testssl_rates_nothing_high_or_critical_on_either_listener() {
     let certs = Certs::new();
@@ -189,7 +197,7 @@ fn testssl_rates_nothing_high_or_critical_on_either_listener() {
             let mut command = Command::new("testssl");
             command
                 .args(["--quiet", "--color", "0", "--fast", "--warnings", "off"])
-                .args(["--nodns", "none", "--add-ca"])
+                .args(["--openssl-timeout", "20", "--nodns", "none", "--add-ca"])
                 .arg(&ca)
                 .arg("--jsonfile")
                 .arg(&json);
